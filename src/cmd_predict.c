@@ -1,0 +1,9 @@
+/* cmd_predict.c - "kt predict" (placeholder until the command is built: says so and
+ * exits with the usage status). */
+#include "commands.h"
+
+kt_status kt_cmd_predict(int argc, char **argv, kt_err *err)
+{
+    (void)argc, (void)argv;
+    return kt_err_set(err, KT_ERR_USAGE, "kt predict: not built yet");
+}
