@@ -59,4 +59,10 @@ kt_status kt_cli_parse(const kt_cmd *cmd, kt_opt *opts, int nopts, int argc, cha
 /* Prints usage, summary and the option table (also used by "kt help CMD"). */
 void kt_cli_help(FILE *f, const kt_cmd *cmd, const kt_opt *opts, int nopts);
 
+/* Edit distance (insertions, deletions, substitutions) between two names. */
+int kt_cli_distance(const char *a, const char *b);
+/* The candidate nearest to word, or NULL when none is a plausible typo; used
+ * for "did you mean" hints on options, commands and job-spec keys. */
+const char *kt_cli_suggest(const char *word, const char *const *cands, int n);
+
 #endif
