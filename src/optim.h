@@ -1,0 +1,92 @@
+/* optim.h - optimizers (SGD, Adam, AdamW) and learning-rate schedules.
+ *
+ * The update rules are PyTorch's (torch.optim 1.13), so a spec ported from a
+ * PyTorch script trains the same way:
+ *   SGD   d = g + wd*p;  buf = momentum*buf + d;  d = nesterov ? d + momentum*buf : buf;
+ *         p -= lr*d                      (dampening 0; buf starts at 0, i.e. = d at step 1)
+ *   Adam  g += wd*p (L2, coupled);  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+ *         p -= (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)   (eps after the correction)
+ *   AdamW p *= 1 - lr*wd (decoupled), then Adam without the L2 term.
+ * Each parameter's lr is scaled by backbone_lr_mult when kt_param.backbone is
+ * set; kt_param.no_decay parameters (batch norm, biases) get no weight decay
+ * unless decay_all is set.
+ *
+ * The schedule is a pure function of the global step, so a resumed run gets
+ * exactly the learning rate it would have had; the optimizer's own state (the
+ * moment buffers and the step count t) is exposed for checkpoints.
+ */
+#ifndef KT_OPTIM_H
+#define KT_OPTIM_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "param.h"
+
+typedef enum { KT_OPTIM_SGD, KT_OPTIM_ADAM, KT_OPTIM_ADAMW } kt_optim_kind;
+
+typedef struct {
+    kt_optim_kind kind;
+    double momentum;         /* SGD; 0 = plain SGD (no buffer kept) */
+    int nesterov;            /* SGD; needs momentum > 0 */
+    double weight_decay;
+    double beta1, beta2, eps; /* Adam, AdamW */
+    double backbone_lr_mult; /* lr factor for kt_param.backbone params */
+    int decay_all;           /* 1: weight decay on no_decay params too */
+} kt_optim_config;
+
+typedef struct kt_optim kt_optim;
+
+/* Plans and zeroes the state for params[0..n) (pointers kept: the params must
+ * outlive the optimizer). The only allocation; kt_optim_step never allocates.
+ * An invalid config (negative lr factor, beta outside [0,1), nesterov without
+ * momentum) is KT_ERR_USAGE. */
+kt_status kt_optim_init(kt_optim **out, const kt_optim_config *c, kt_param *const *params, int n,
+                        kt_err *err);
+void kt_optim_free(kt_optim *o);
+
+/* One update of every parameter from its grad, at learning rate lr (from
+ * kt_schedule_lr); increments t. Grads are read, not cleared. */
+void kt_optim_step(kt_optim *o, double lr);
+
+/* Updates done so far (Adam's t); set when restoring a checkpoint. */
+int64_t kt_optim_t(const kt_optim *o);
+void kt_optim_set_t(kt_optim *o, int64_t t);
+
+/* State tensors, for checkpoints: "optim.<param>.momentum_buffer" (SGD with
+ * momentum), "optim.<param>.exp_avg" and "optim.<param>.exp_avg_sq" (Adam,
+ * AdamW), PyTorch's names. Each has the shape of its parameter (*param).
+ * The data is owned by the optimizer and may be written to restore it. */
+int kt_optim_nstate(const kt_optim *o);
+float *kt_optim_state(kt_optim *o, int i, const char **name, const kt_param **param);
+
+/* "sgd", "adam", "adamw"; kt_optim_kind_parse returns -1 for anything else. */
+const char *kt_optim_kind_name(kt_optim_kind k);
+int kt_optim_kind_parse(const char *s);
+
+typedef enum { KT_SCHED_CONSTANT, KT_SCHED_STEP, KT_SCHED_COSINE } kt_sched_kind;
+
+#define KT_SCHED_MAX_MILESTONES 16
+
+typedef struct {
+    kt_sched_kind kind;
+    double lr;               /* base (peak) learning rate */
+    double min_lr;           /* cosine: the value reached at total_steps */
+    int64_t warmup_steps;    /* linear ramp lr*(s+1)/warmup_steps for s < warmup_steps */
+    int64_t total_steps;     /* cosine: length of the run in steps */
+    int64_t steps_per_epoch; /* step: converts the global step to an epoch */
+    int step_epochs;         /* step: lr *= gamma every step_epochs epochs ... */
+    int nmilestones;         /* ... or at each of these epochs when nmilestones > 0 */
+    int milestones[KT_SCHED_MAX_MILESTONES];
+    double gamma;
+} kt_schedule;
+
+/* Learning rate for the update made at global step s (0-based): a pure
+ * function of (schedule, s). */
+double kt_schedule_lr(const kt_schedule *s, int64_t step);
+
+/* "constant", "step", "cosine"; parse returns -1 for anything else. */
+const char *kt_sched_kind_name(kt_sched_kind k);
+int kt_sched_kind_parse(const char *s);
+
+#endif
