@@ -33,35 +33,6 @@ struct kt_optim {
     int64_t t;
 };
 
-static const char *const kind_names[] = {"sgd", "adam", "adamw"};
-static const char *const sched_names[] = {"constant", "step", "cosine"};
-
-const char *kt_optim_kind_name(kt_optim_kind k)
-{
-    return (unsigned)k < 3 ? kind_names[k] : "?";
-}
-
-int kt_optim_kind_parse(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (s && strcmp(s, kind_names[i]) == 0)
-            return i;
-    return -1;
-}
-
-const char *kt_sched_kind_name(kt_sched_kind k)
-{
-    return (unsigned)k < 3 ? sched_names[k] : "?";
-}
-
-int kt_sched_kind_parse(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (s && strcmp(s, sched_names[i]) == 0)
-            return i;
-    return -1;
-}
-
 kt_status kt_optim_init(kt_optim **out, const kt_optim_config *c, kt_param *const *params, int n,
                         kt_err *err)
 {
@@ -220,13 +191,7 @@ double kt_schedule_lr(const kt_schedule *s, int64_t step)
         break;
     case KT_SCHED_STEP: {
         int64_t epoch = s->steps_per_epoch > 0 ? step / s->steps_per_epoch : 0;
-        int64_t k = 0;
-        if (s->nmilestones > 0) {
-            for (int i = 0; i < s->nmilestones; i++)
-                k += epoch >= s->milestones[i];
-        } else if (s->step_epochs > 0) {
-            k = epoch / s->step_epochs;
-        }
+        int64_t k = s->step_epochs > 0 ? epoch / s->step_epochs : 0;
         lr = s->lr * pow(s->gamma, (double)k);
         break;
     }

@@ -22,11 +22,10 @@
 
 #include "err.h"
 #include "param.h"
-
-typedef enum { KT_OPTIM_SGD, KT_OPTIM_ADAM, KT_OPTIM_ADAMW } kt_optim_kind;
+#include "spec.h" /* the names kt_optim_name and kt_sched_name, shared with the job spec */
 
 typedef struct {
-    kt_optim_kind kind;
+    kt_optim_name kind;
     double momentum;         /* SGD; 0 = plain SGD (no buffer kept) */
     int nesterov;            /* SGD; needs momentum > 0 */
     double weight_decay;
@@ -60,33 +59,19 @@ void kt_optim_set_t(kt_optim *o, int64_t t);
 int kt_optim_nstate(const kt_optim *o);
 float *kt_optim_state(kt_optim *o, int i, const char **name, const kt_param **param);
 
-/* "sgd", "adam", "adamw"; kt_optim_kind_parse returns -1 for anything else. */
-const char *kt_optim_kind_name(kt_optim_kind k);
-int kt_optim_kind_parse(const char *s);
-
-typedef enum { KT_SCHED_CONSTANT, KT_SCHED_STEP, KT_SCHED_COSINE } kt_sched_kind;
-
-#define KT_SCHED_MAX_MILESTONES 16
-
 typedef struct {
-    kt_sched_kind kind;
+    kt_sched_name kind;
     double lr;               /* base (peak) learning rate */
     double min_lr;           /* cosine: the value reached at total_steps */
     int64_t warmup_steps;    /* linear ramp lr*(s+1)/warmup_steps for s < warmup_steps */
     int64_t total_steps;     /* cosine: length of the run in steps */
     int64_t steps_per_epoch; /* step: converts the global step to an epoch */
-    int step_epochs;         /* step: lr *= gamma every step_epochs epochs ... */
-    int nmilestones;         /* ... or at each of these epochs when nmilestones > 0 */
-    int milestones[KT_SCHED_MAX_MILESTONES];
+    int step_epochs;         /* step: lr *= gamma every step_epochs epochs */
     double gamma;
 } kt_schedule;
 
 /* Learning rate for the update made at global step s (0-based): a pure
  * function of (schedule, s). */
 double kt_schedule_lr(const kt_schedule *s, int64_t step);
-
-/* "constant", "step", "cosine"; parse returns -1 for anything else. */
-const char *kt_sched_kind_name(kt_sched_kind k);
-int kt_sched_kind_parse(const char *s);
 
 #endif
