@@ -49,8 +49,13 @@ const kt_tensor *kt_weights_find(const kt_weights *w, const char *name);
 /* Value of the "kt" key of a safetensors __metadata__ (kt's own JSON text), or
  * NULL when the file has none (not a kt checkpoint). */
 const char *kt_weights_kt_metadata(const kt_weights *w);
+/* TF.js only: the model.json "modelTopology" object (Keras layer configs:
+ * strides, padding, epsilon...) as JSON text, or NULL. arch.c reads the layer
+ * hyperparameters from it instead of assuming them. */
+const char *kt_weights_tfjs_topology(const kt_weights *w);
 /* A checksum over all tensor bytes (FNV-1a 64 over names, shapes, data), used
- * to key caches and to verify checkpoints. */
+ * to key caches and to verify checkpoints. Tensors are hashed in name order,
+ * so the value does not depend on the order the file stores them in. */
 uint64_t kt_weights_checksum(const kt_weights *w);
 
 /* One tensor to write. data is float32 unless idata is set (I64). */
