@@ -33,6 +33,15 @@ void kt_conv_forward(float *out /* [cout][n][ho][wo] */, float *work,
                      const float *in /* [cin][n][h][w] */,
                      const float *w /* [cout][cin][k][k] */, const float *bias /* [cout] */,
                      const kt_conv_shape *s);
+/* The same with the epilogue fused (kt_resnet's inference path): flags
+ * KT_CONV_ADD accumulates into out (out += conv + bias: a residual add for
+ * free, as GEMM's beta = 1), KT_CONV_RELU applies ReLU after the bias. The
+ * bias/ReLU pass runs per image chunk while the chunk is still in cache. */
+enum { KT_CONV_ADD = 1, KT_CONV_RELU = 2 };
+void kt_conv_forward_ex(float *out /* [cout][n][ho][wo] */, float *work,
+                        const float *in /* [cin][n][h][w] */,
+                        const float *w /* [cout][cin][k][k] */, const float *bias /* [cout] */,
+                        const kt_conv_shape *s, int flags);
 void kt_conv_backward(float *din /* [cin][n][h][w] or NULL */,
                       float *dw /* [cout][cin][k][k] or NULL */,
                       float *dbias /* [cout] or NULL */, float *work,
@@ -109,6 +118,9 @@ double kt_softmax_ce(float *dlogits /* [n][k] or NULL */, const float *logits /*
 
 /* Elementwise helpers used by residual blocks: y += x. */
 void kt_add_inplace(float *y, const float *x, int64_t n);
+/* x[c][m] += bias[c] (bias may be NULL), then ReLU when relu != 0. */
+void kt_bias_act(float *x /* [c][m] */, const float *bias /* [c] or NULL */, int relu, int c,
+                 int64_t m);
 
 /* Thread count for BLAS (and the ops' own loops); set once by blas.c. */
 void kt_ops_set_threads(int n);

@@ -1,0 +1,561 @@
+/* ops.c - the network's math, forward and backward; the only user of cblas.h.
+ *
+ * Layout [C][N][H][W] (see ops.h): a whole batch is one matrix per tensor
+ * whose rows are channels, so a convolution is one GEMM
+ *     out[cout][N*Ho*Wo] = W[cout][cin*k*k] x col[cin*k*k][N*Ho*Wo]
+ * and the per-channel epilogues (bias, BN, ReLU) walk contiguous rows.
+ *
+ * Why im2col is chunked over images: the column matrix of a 3x3 conv is 9x
+ * its input; for layer1 at batch 32 that is 231 MB, more than all the
+ * activations together. Splitting the batch into chunks of whole images keeps
+ * the workspace bounded (KT_COL_CAP floats) while each GEMM still sees
+ * thousands of columns, which is all OpenBLAS needs to run at full speed; the
+ * chunk's output is a column block of out (ldc = N*Ho*Wo), so nothing is
+ * copied back. A chunk still warm in cache also makes the fused bias/ReLU
+ * epilogue cheap.
+ *
+ * Why 1x1 stride-1 convs skip im2col: their column matrix IS the input.
+ * 1x1 stride-2 (Keras v1 blocks, torchvision downsample) gathers every other
+ * pixel through the same im2col (k = 1, pad = 0).
+ *
+ * Precision: GEMMs are float32 (OpenBLAS), reductions that feed statistics
+ * (BN mean/variance, pooling, losses) accumulate in double so results do not
+ * depend on the summation order more than float32 GEMMs already do.
+ */
+#include "ops.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Column workspace bound: 4M floats = 16 MiB. Measured on the reference
+ * machine (bench/infer_bench.sh): larger chunks gave no faster GEMMs. */
+#define KT_COL_CAP ((size_t)4 << 20)
+
+static int g_threads = 1;
+
+void kt_ops_set_threads(int n) { g_threads = n > 0 ? n : 1; }
+
+/* ---------------------------------------------------------------- conv */
+
+void kt_conv_shape_init(kt_conv_shape *s, int n, int cin, int h, int w, int cout, int k,
+                        int stride, int pad)
+{
+    s->n = n, s->cin = cin, s->h = h, s->w = w;
+    s->cout = cout, s->k = k, s->stride = stride, s->pad = pad;
+    s->ho = (h + 2 * pad - k) / stride + 1;
+    s->wo = (w + 2 * pad - k) / stride + 1;
+}
+
+static int conv_is_direct(const kt_conv_shape *s)
+{
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* Images per im2col chunk: as many as fit under the cap, at least one. */
+static int conv_chunk(const kt_conv_shape *s)
+{
+    size_t per_image = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+    size_t nc = KT_COL_CAP / per_image;
+    if (nc < 1) nc = 1;
+    if (nc > (size_t)s->n) nc = (size_t)s->n;
+    return (int)nc;
+}
+
+size_t kt_conv_workspace(const kt_conv_shape *s)
+{
+    if (conv_is_direct(s)) return 0;
+    return (size_t)s->cin * s->k * s->k * s->ho * s->wo * (size_t)conv_chunk(s);
+}
+
+/* Output columns ox in [lo, hi] read input column ox*stride - pad + kx inside
+ * [0, w); the others read padding. */
+static void valid_range(int *lo, int *hi, int kx, const kt_conv_shape *s, int w, int wo)
+{
+    int a = s->pad - kx; /* ox*stride >= a */
+    int l = a > 0 ? (a + s->stride - 1) / s->stride : 0;
+    int b = w - 1 + s->pad - kx; /* ox*stride <= b */
+    int h = b >= 0 ? b / s->stride : -1;
+    if (h > wo - 1) h = wo - 1;
+    *lo = l, *hi = h;
+}
+
+/* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
+ * images [n0, n0+nc), zero where the tap falls into the padding. */
+static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, int nc)
+{
+    const int k = s->k, st = s->stride, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
+    const size_t plane = (size_t)h * w, oplane = (size_t)ho * wo, ld = oplane * nc;
+    for (int ci = 0; ci < s->cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(ci * k + ky) * k + kx) * ld;
+                int lo, hi;
+                valid_range(&lo, &hi, kx, s, w, wo);
+                for (int img = 0; img < nc; img++) {
+                    const float *src = in + ((size_t)ci * s->n + n0 + img) * plane;
+                    float *dst = row + img * oplane;
+                    for (int oy = 0; oy < ho; oy++, dst += wo) {
+                        int iy = oy * st - s->pad + ky;
+                        if (iy < 0 || iy >= h || hi < lo) {
+                            memset(dst, 0, sizeof(float) * wo);
+                            continue;
+                        }
+                        const float *srow = src + (size_t)iy * w - s->pad + kx;
+                        if (lo > 0) memset(dst, 0, sizeof(float) * lo);
+                        if (st == 1) {
+                            memcpy(dst + lo, srow + lo, sizeof(float) * (hi - lo + 1));
+                        } else {
+                            for (int ox = lo; ox <= hi; ox++) dst[ox] = srow[ox * st];
+                        }
+                        if (hi < wo - 1) memset(dst + hi + 1, 0, sizeof(float) * (wo - 1 - hi));
+                    }
+                }
+            }
+}
+
+/* The adjoint of im2col: every column entry is added back to the input pixel
+ * it was copied from (taps in the padding are dropped). */
+static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0, int nc)
+{
+    const int k = s->k, st = s->stride, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
+    const size_t plane = (size_t)h * w, oplane = (size_t)ho * wo, ld = oplane * nc;
+    for (int ci = 0; ci < s->cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *row = col + ((size_t)(ci * k + ky) * k + kx) * ld;
+                int lo, hi;
+                valid_range(&lo, &hi, kx, s, w, wo);
+                for (int img = 0; img < nc; img++) {
+                    float *dst = din + ((size_t)ci * s->n + n0 + img) * plane;
+                    const float *src = row + img * oplane;
+                    for (int oy = 0; oy < ho; oy++, src += wo) {
+                        int iy = oy * st - s->pad + ky;
+                        if (iy < 0 || iy >= h) continue;
+                        float *drow = dst + (size_t)iy * w - s->pad + kx;
+                        for (int ox = lo; ox <= hi; ox++) drow[ox * st] += src[ox];
+                    }
+                }
+            }
+}
+
+/* Bias and ReLU over columns [off, off+len) of every row of x[c][ld]. */
+static void epilogue(float *x, const float *bias, int relu, int c, size_t ld, size_t off,
+                     size_t len)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float *r = x + ch * ld + off;
+        float b = bias ? bias[ch] : 0.0f;
+        if (relu) {
+            for (size_t i = 0; i < len; i++) {
+                float v = r[i] + b;
+                r[i] = v > 0.0f ? v : 0.0f;
+            }
+        } else if (bias) {
+            for (size_t i = 0; i < len; i++) r[i] += b;
+        }
+    }
+}
+
+void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w,
+                        const float *bias, const kt_conv_shape *s, int flags)
+{
+    const int kk = s->cin * s->k * s->k;
+    const size_t oplane = (size_t)s->ho * s->wo, P = oplane * s->n;
+    const float beta = (flags & KT_CONV_ADD) ? 1.0f : 0.0f;
+    const int relu = (flags & KT_CONV_RELU) != 0;
+    if (conv_is_direct(s)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)P, kk, 1.0f, w, kk,
+                    in, (int)P, beta, out, (int)P);
+        if (bias || relu) epilogue(out, bias, relu, s->cout, P, 0, P);
+        return;
+    }
+    const int nc = conv_chunk(s);
+    for (int n0 = 0; n0 < s->n; n0 += nc) {
+        int m = s->n - n0 < nc ? s->n - n0 : nc;
+        size_t cols = oplane * m;
+        im2col(work, in, s, n0, m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)cols, kk, 1.0f, w,
+                    kk, work, (int)cols, beta, out + n0 * oplane, (int)P);
+        if (bias || relu) epilogue(out, bias, relu, s->cout, P, n0 * oplane, cols);
+    }
+}
+
+void kt_conv_forward(float *out, float *work, const float *in, const float *w, const float *bias,
+                     const kt_conv_shape *s)
+{
+    kt_conv_forward_ex(out, work, in, w, bias, s, 0);
+}
+
+/* With col = im2col(in) and out = W col:
+ *   dW += dout col^T      (each weight sums over every output pixel it touched)
+ *   dcol = W^T dout, din += col2im(dcol)
+ * col is rebuilt from in chunk by chunk (not kept from the forward) and the
+ * same workspace then receives dcol, so backward needs no extra memory. */
+void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const float *dout,
+                      const float *in, const float *w, const kt_conv_shape *s)
+{
+    const int kk = s->cin * s->k * s->k;
+    const size_t oplane = (size_t)s->ho * s->wo, P = oplane * s->n;
+    if (dbias) {
+        for (int c = 0; c < s->cout; c++) {
+            const float *r = dout + c * P;
+            double acc = 0;
+            for (size_t i = 0; i < P; i++) acc += r[i];
+            dbias[c] += (float)acc;
+        }
+    }
+    if (conv_is_direct(s)) {
+        if (dw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, (int)P, 1.0f, dout,
+                        (int)P, in, (int)P, 1.0f, dw, kk);
+        if (din)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)P, s->cout, 1.0f, w, kk,
+                        dout, (int)P, 1.0f, din, (int)P);
+        return;
+    }
+    const int nc = conv_chunk(s);
+    for (int n0 = 0; n0 < s->n; n0 += nc) {
+        int m = s->n - n0 < nc ? s->n - n0 : nc;
+        size_t cols = oplane * m;
+        const float *dchunk = dout + n0 * oplane;
+        if (dw) {
+            im2col(work, in, s, n0, m);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, (int)cols, 1.0f,
+                        dchunk, (int)P, work, (int)cols, 1.0f, dw, kk);
+        }
+        if (din) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)cols, s->cout, 1.0f, w,
+                        kk, dchunk, (int)P, 0.0f, work, (int)cols);
+            col2im(din, work, s, n0, m);
+        }
+    }
+}
+
+void kt_bias_act(float *x, const float *bias, int relu, int c, int64_t m)
+{
+    epilogue(x, bias, relu, c, (size_t)m, 0, (size_t)m);
+}
+
+/* ---------------------------------------------------------- batch norm */
+
+/* Two passes (mean, then squared deviations) in double: the one-pass
+ * E[x^2]-E[x]^2 form cancels badly when |mean| >> std, which happens after
+ * ReLU. */
+void kt_bn_train_forward(float *out, float *save_mean, float *save_rstd, float *running_mean,
+                         float *running_var, const float *in, const float *gamma,
+                         const float *beta, int c, int64_t m, float eps, float momentum)
+{
+    for (int ch = 0; ch < c; ch++) {
+        const float *x = in + ch * m;
+        float *y = out + ch * m;
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < m; i++) sum += x[i];
+        double mean = sum / (double)m;
+        for (int64_t i = 0; i < m; i++) {
+            double d = x[i] - mean;
+            sq += d * d;
+        }
+        double var = sq / (double)m; /* biased: what the batch is normalised with */
+        double rstd = 1.0 / sqrt(var + eps);
+        float a = (float)(rstd * gamma[ch]);
+        float b = (float)(beta[ch] - mean * rstd * gamma[ch]);
+        for (int64_t i = 0; i < m; i++) y[i] = x[i] * a + b;
+        save_mean[ch] = (float)mean;
+        save_rstd[ch] = (float)rstd;
+        /* The running variance is the unbiased estimate, as torchvision. */
+        double unbiased = m > 1 ? sq / (double)(m - 1) : var;
+        running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
+        running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+    }
+}
+
+/* With xh = (x - mean) * rstd and y = gamma*xh + beta, the batch statistics
+ * depend on every x, which gives
+ *   din = gamma*rstd/m * (m*dout - sum(dout) - xh*sum(dout*xh)).
+ * The two sums are also dbeta and dgamma. */
+void kt_bn_train_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                          const float *in, const float *save_mean, const float *save_rstd,
+                          const float *gamma, int c, int64_t m)
+{
+    for (int ch = 0; ch < c; ch++) {
+        const float *x = in + ch * m, *dy = dout + ch * m;
+        double mean = save_mean[ch], rstd = save_rstd[ch];
+        double sdy = 0, sdyx = 0;
+        for (int64_t i = 0; i < m; i++) {
+            sdy += dy[i];
+            sdyx += dy[i] * ((x[i] - mean) * rstd);
+        }
+        if (dbeta) dbeta[ch] += (float)sdy;
+        if (dgamma) dgamma[ch] += (float)sdyx;
+        if (!din) continue;
+        /* din = k*dout + a*x + b: one fused multiply-add pass. */
+        double k = gamma[ch] * rstd;
+        double mdy = sdy / (double)m, mdyx = sdyx / (double)m;
+        float fk = (float)k;
+        float fa = (float)(-k * mdyx * rstd);
+        float fb = (float)(-k * mdy + k * mdyx * rstd * mean);
+        float *dx = din + ch * m;
+        for (int64_t i = 0; i < m; i++) dx[i] += fk * dy[i] + fa * x[i] + fb;
+    }
+}
+
+void kt_bn_fold_params(float *scale, float *shift, const float *gamma, const float *beta,
+                       const float *mean, const float *var, int c, float eps)
+{
+    for (int ch = 0; ch < c; ch++) {
+        double sc = gamma[ch] / sqrt((double)var[ch] + eps);
+        scale[ch] = (float)sc;
+        shift[ch] = (float)(beta[ch] - mean[ch] * sc);
+    }
+}
+
+void kt_bn_eval_forward(float *out, const float *in, const float *scale, const float *shift,
+                        int c, int64_t m)
+{
+    for (int ch = 0; ch < c; ch++) {
+        const float *x = in + ch * m;
+        float *y = out + ch * m;
+        for (int64_t i = 0; i < m; i++) y[i] = x[i] * scale[ch] + shift[ch];
+    }
+}
+
+/* Eval mode normalises with constants, so the input gradient is a per-channel
+ * scale; only gamma/beta see the data. */
+void kt_bn_eval_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                         const float *in, const float *mean, const float *var,
+                         const float *gamma, int c, int64_t m, float eps)
+{
+    for (int ch = 0; ch < c; ch++) {
+        const float *x = in + ch * m, *dy = dout + ch * m;
+        double rstd = 1.0 / sqrt((double)var[ch] + eps);
+        if (dgamma || dbeta) {
+            double sdy = 0, sdyx = 0;
+            for (int64_t i = 0; i < m; i++) {
+                sdy += dy[i];
+                sdyx += dy[i] * ((x[i] - mean[ch]) * rstd);
+            }
+            if (dbeta) dbeta[ch] += (float)sdy;
+            if (dgamma) dgamma[ch] += (float)sdyx;
+        }
+        if (din) {
+            float k = (float)(gamma[ch] * rstd);
+            float *dx = din + ch * m;
+            for (int64_t i = 0; i < m; i++) dx[i] += k * dy[i];
+        }
+    }
+}
+
+/* ---------------------------------------------------------- activations */
+
+void kt_relu_forward(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+/* The mask is taken from the output: out > 0 exactly where in > 0. */
+void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (out[i] > 0.0f) din[i] += dout[i];
+}
+
+/* gelu(x) = x * Phi(x), Phi the standard normal CDF (torch's default, not the
+ * tanh approximation); d/dx = Phi(x) + x * phi(x). */
+void kt_gelu_forward(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double x = in[i];
+        out[i] = (float)(0.5 * x * (1.0 + erf(x * M_SQRT1_2)));
+    }
+}
+
+void kt_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
+{
+    const double inv_sqrt_2pi = 0.3989422804014327;
+    for (int64_t i = 0; i < n; i++) {
+        double x = in[i];
+        double cdf = 0.5 * (1.0 + erf(x * M_SQRT1_2));
+        double pdf = inv_sqrt_2pi * exp(-0.5 * x * x);
+        din[i] += (float)(dout[i] * (cdf + x * pdf));
+    }
+}
+
+/* ---------------------------------------------------------------- pools */
+
+/* Taps in the padding are skipped (never win), as torch's max pool does. A
+ * strictly greater value replaces the max, so ties keep the first tap, and a
+ * NaN wins and sticks, which is torch's rule too. */
+void kt_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int n, int h, int w,
+                        int k, int stride, int pad, int ho, int wo)
+{
+    const size_t planes = (size_t)c * n;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = in + p * h * w;
+        float *dst = out + p * ho * wo;
+        int32_t *am = argmax ? argmax + p * ho * wo : NULL;
+        for (int oy = 0; oy < ho; oy++) {
+            int y0 = oy * stride - pad, y1 = y0 + k;
+            if (y0 < 0) y0 = 0;
+            if (y1 > h) y1 = h;
+            for (int ox = 0; ox < wo; ox++) {
+                int x0 = ox * stride - pad, x1 = x0 + k;
+                if (x0 < 0) x0 = 0;
+                if (x1 > w) x1 = w;
+                float best = -INFINITY;
+                int32_t bi = y0 * w + x0;
+                for (int y = y0; y < y1; y++)
+                    for (int x = x0; x < x1; x++) {
+                        float v = src[y * w + x];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            bi = y * w + x;
+                            if (isnan(v)) goto done;
+                        }
+                    }
+            done:
+                dst[oy * wo + ox] = best;
+                if (am) am[oy * wo + ox] = bi;
+            }
+        }
+    }
+}
+
+void kt_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int c, int n,
+                         int h, int w, int ho, int wo)
+{
+    const size_t planes = (size_t)c * n;
+    for (size_t p = 0; p < planes; p++) {
+        float *dst = din + p * h * w;
+        const float *src = dout + p * ho * wo;
+        const int32_t *am = argmax + p * ho * wo;
+        for (int i = 0; i < ho * wo; i++) dst[am[i]] += src[i];
+    }
+}
+
+void kt_avgpool_forward(float *out, const float *in, int c, int n, int hw)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < n; i++) {
+            const float *x = in + ((size_t)ch * n + i) * hw;
+            double s = 0;
+            for (int j = 0; j < hw; j++) s += x[j];
+            out[(size_t)i * c + ch] = (float)(s / hw);
+        }
+}
+
+void kt_avgpool_backward(float *din, const float *dout, int c, int n, int hw)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < n; i++) {
+            float g = dout[(size_t)i * c + ch] / (float)hw;
+            float *x = din + ((size_t)ch * n + i) * hw;
+            for (int j = 0; j < hw; j++) x[j] += g;
+        }
+}
+
+/* ---------------------------------------------------------------- linear */
+
+void kt_linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i,
+                       int o)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, i, w, i, 0.0f, out,
+                o);
+    if (b)
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < o; j++) out[(size_t)r * o + j] += b[j];
+}
+
+/* out = in W^T + b  =>  din += dout W,  dW += dout^T in,  db += column sums. */
+void kt_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, int n, int i, int o)
+{
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, i, o, 1.0f, dout, o, w, i, 1.0f,
+                    din, i);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, i, n, 1.0f, dout, o, in, i, 1.0f,
+                    dw, i);
+    if (db)
+        for (int j = 0; j < o; j++) {
+            double s = 0;
+            for (int r = 0; r < n; r++) s += dout[(size_t)r * o + j];
+            db[j] += (float)s;
+        }
+}
+
+/* ------------------------------------------------------- dropout, softmax */
+
+/* Kept values are scaled by 1/(1-p) so the expected activation is unchanged
+ * and evaluation needs no rescaling (torch's inverted dropout). p = 1 drops
+ * everything instead of dividing by zero. */
+void kt_dropout_forward(float *out, const float *in, const uint8_t *mask, float p, int64_t n)
+{
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    for (int64_t i = 0; i < n; i++) out[i] = mask[i] ? in[i] * scale : 0.0f;
+}
+
+void kt_dropout_backward(float *din, const float *dout, const uint8_t *mask, float p, int64_t n)
+{
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        if (mask[i]) din[i] += dout[i] * scale;
+}
+
+/* Subtracting the row max keeps exp() from overflowing; the result is the
+ * same softmax. */
+void kt_softmax(float *probs, const float *logits, int n, int k)
+{
+    for (int r = 0; r < n; r++) {
+        const float *z = logits + (size_t)r * k;
+        float *p = probs + (size_t)r * k;
+        float mx = z[0];
+        for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += exp((double)z[j] - mx);
+        for (int j = 0; j < k; j++) p[j] = (float)(exp((double)z[j] - mx) / s);
+    }
+}
+
+/* torch's CrossEntropyLoss(weight=w, label_smoothing=e, reduction="mean"),
+ * with lp = log_softmax(z), W = sum_i w[y_i] (n without weights):
+ *   loss = (1-e)/W * sum_i w[y_i] * -lp_i[y_i]  +  e/(C*W) * sum_i sum_c w_c * -lp_i[c]
+ * Both terms share W as torch normalises its smoothing term by the target
+ * weights too. Since d(-lp_i[c])/dz_i = p_i - onehot(c):
+ *   dz_i = ((1-e) w[y_i] (p_i - onehot(y_i)) + e/C (sum_c w_c * p_i - w)) / W. */
+double kt_softmax_ce(float *dlogits, const float *logits, const int *labels,
+                     const float *class_weights, float label_smoothing, int n, int k)
+{
+    const double e = label_smoothing;
+    double wsum = 0, sw = 0, nll = 0, smooth = 0;
+    for (int c = 0; c < k; c++) sw += class_weights ? class_weights[c] : 1.0;
+    for (int r = 0; r < n; r++) wsum += class_weights ? class_weights[labels[r]] : 1.0;
+    for (int r = 0; r < n; r++) {
+        const float *z = logits + (size_t)r * k;
+        double mx = z[0];
+        for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += exp(z[j] - mx);
+        double lse = mx + log(s);
+        int y = labels[r];
+        double wy = class_weights ? class_weights[y] : 1.0;
+        nll += wy * (lse - z[y]);
+        for (int j = 0; j < k; j++) smooth += (class_weights ? class_weights[j] : 1.0) * (lse - z[j]);
+        if (dlogits) {
+            float *d = dlogits + (size_t)r * k;
+            for (int j = 0; j < k; j++) {
+                double p = exp(z[j] - lse);
+                double wj = class_weights ? class_weights[j] : 1.0;
+                double g = (1.0 - e) * wy * (p - (j == y)) + e / k * (sw * p - wj);
+                d[j] = (float)(g / wsum);
+            }
+        }
+    }
+    return ((1.0 - e) * nll + e / k * smooth) / wsum;
+}
+
+void kt_add_inplace(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
