@@ -47,6 +47,9 @@ typedef struct {
     int cin, cout, stride;
 } kt_block_desc;
 
+/* input = (pixel * scale - mean[c]) / std[c]. To reproduce torchvision bit
+ * for bit, compute pixel / 255.0f rather than pixel * (1/255.0f) when scale
+ * is 1/255 (the reference does a true division). */
 typedef struct {
     int bgr;                /* 1: channel 0 is blue (Keras caffe) */
     float scale;            /* 1/255 (torchvision) or 1 (caffe), applied first */
@@ -79,7 +82,8 @@ typedef struct {
 kt_status kt_arch_init(kt_arch **out, const kt_weights *w, kt_err *err);
 void kt_arch_free(kt_arch *a);
 
-/* Cut points (see top of file). */
+/* Cut points (see top of file). The logits point exists only when the file
+ * has its own classifier (num_classes > 0): npoints is 3 + nblocks, plus 1. */
 int kt_arch_npoints(const kt_arch *a);
 /* Canonical name of point p: "input", "stem", "layer3.2", "avgpool", "logits". */
 const char *kt_arch_point_name(const kt_arch *a, int p, char *buf, int bufsize);
@@ -91,5 +95,22 @@ void kt_arch_point_shape(const kt_arch *a, int p, int image_size, int *c, int *h
  * and Keras names "res2".."res5", "res4f", "conv4_block6_out". Unknown names
  * are KT_ERR_USAGE listing the valid ones. */
 kt_status kt_arch_point_find(const kt_arch *a, const char *name, int *p, kt_err *err);
+
+/* kt checkpoints (safetensors with __metadata__["kt"]) hold the network under
+ * torchvision names, plus what names and shapes cannot tell, in an "arch"
+ * object of the kt metadata JSON. Every key is optional (defaults: the
+ * torchvision conventions):
+ *   "arch": {
+ *     "variant": "resnet50",          informational
+ *     "stride_on_3x3": 0,             1: v1.5 (torchvision), 0: v1 (Keras/Caffe)
+ *     "bn_eps": 0.001,                every batch norm
+ *     "norm": {"bgr": 1, "scale": 1, "mean": [103.939, 116.779, 123.68], "std": [1, 1, 1]}
+ *   }
+ * Conv biases are stored as "<conv>.bias" tensors ("layer1.0.conv1.bias",
+ * "layer1.0.downsample.0.bias") and picked up when present. A head other than
+ * a plain "fc" (e.g. "fc.0.weight") is ignored here: num_classes is then 0.
+ * kt_arch_metadata_json returns that object for a (JSON text, caller frees;
+ * NULL when out of memory), for the checkpoint writer to embed as "arch". */
+char *kt_arch_metadata_json(const kt_arch *a);
 
 #endif
