@@ -7,8 +7,8 @@
  *     is KT_ERR_DATA "unsupported image format (GIF)" etc.
  *   - JPEG: libjpeg-turbo defaults (JDCT_ISLOW, fancy upsampling), so the pixels
  *     equal Pillow's and djpeg's. Grayscale is copied into R, G and B. CMYK and
- *     YCCK are converted to RGB with Pillow's formula; with an Adobe APP14 marker
- *     the samples are taken as inverted (Photoshop's convention), as Pillow does.
+ *     YCCK are converted to RGB with Pillow's formula, the samples always taken
+ *     as inverted (Adobe/Photoshop's convention), as Pillow does.
  *   - PNG: every colour type and bit depth, Adam7 interlacing. 16-bit samples
  *     keep their high byte (v >> 8, what Pillow does for RGB;16; equal to v/257
  *     for samples written as v8 * 257): scaled, never clipped. Sub-byte gray is

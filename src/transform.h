@@ -43,8 +43,10 @@ kt_augment kt_transform_augment_default(void);
  * images). Zero-initialise; grows as needed; kt_transform_ws_free releases it.
  * One per thread. */
 typedef struct {
-    uint8_t *buf;
+    uint8_t *buf;           /* resampling scratch */
     size_t cap;
+    uint8_t *px;            /* the uint8 output image before normalisation */
+    size_t pxcap;
 } kt_transform_ws;
 
 void kt_transform_ws_free(kt_transform_ws *ws);
