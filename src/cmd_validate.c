@@ -16,7 +16,7 @@ kt_status kt_cmd_validate(int argc, char **argv, kt_err *err)
     int keys = 0, quiet = 0;
     kt_opt opts[] = {
         {"keys", 0, KT_OPT_FLAG, NULL, "list every key of the job spec and exit", 0, 0, &keys},
-        {"quiet", 'q', KT_OPT_FLAG, NULL, "print nothing; only the exit status tells", 0, 0, &quiet},
+        {"quiet", 'q', KT_OPT_FLAG, NULL, "print problems only, not the resolved spec", 0, 0, &quiet},
     };
     static const kt_cmd cmd = {
         "validate",
@@ -42,7 +42,7 @@ kt_status kt_cmd_validate(int argc, char **argv, kt_err *err)
 
     st = kt_spec_load(&s, pos[0], err);
     if (st != KT_OK) {
-        if (s.problems && !quiet) {
+        if (s.problems) {
             fputs(s.problems, stderr);
             kt_err_set(err, st, "%s: %d problem%s found", pos[0], s.nproblems, s.nproblems == 1 ? "" : "s");
         }

@@ -91,21 +91,18 @@ int main(int argc, char **argv)
     const char *try_cmd = NULL; /* command named in the "try" hint, NULL for kt itself */
 
     kt_blas_init(argv);
+    const char *arg = argc > 1 ? argv[1] : "";
     if (argc < 2) {
         usage(stderr);
-        return KT_ERR_USAGE;
-    }
-    const char *arg = argv[1];
-    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0 ||
-        (strcmp(arg, "help") == 0 && argc == 2)) {
+        st = KT_ERR_USAGE;
+    } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0 ||
+               (strcmp(arg, "help") == 0 && argc == 2)) {
         usage(stdout);
-        return KT_OK;
-    }
-    if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+        st = KT_OK;
+    } else if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
         version();
-        return KT_OK;
-    }
-    if (strcmp(arg, "help") == 0) {
+        st = KT_OK;
+    } else if (strcmp(arg, "help") == 0) {
         const command *c = find(argv[2]);
         if (!c) {
             st = unknown_command(argv[2], &err);
@@ -125,11 +122,12 @@ int main(int argc, char **argv)
             st = unknown_command(arg, &err);
         }
     }
-    if (st != KT_OK) {
-        print_error(err.msg[0] ? err.msg : "failed without a message");
+    if (st != KT_OK && err.msg[0]) {
+        print_error(err.msg);
         if (st == KT_ERR_USAGE)
             fprintf(stderr, "try 'kt %s%s--help'\n", try_cmd ? try_cmd : "", try_cmd ? " " : "");
     }
+    /* A result lost on a full disk must not look like success. */
     if (fflush(stdout) != 0 && st == KT_OK) {
         fprintf(stderr, "kt: error: writing standard output failed\n");
         st = KT_ERR_RUNTIME;
