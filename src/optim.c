@@ -109,6 +109,7 @@ void kt_optim_free(kt_optim *o)
     free(o);
 }
 
+kt_optim_name kt_optim_kind(const kt_optim *o) { return o->c.kind; }
 int64_t kt_optim_t(const kt_optim *o) { return o->t; }
 void kt_optim_set_t(kt_optim *o, int64_t t) { o->t = t; }
 int kt_optim_nstate(const kt_optim *o) { return o->nparams * o->per_param; }

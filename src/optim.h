@@ -48,6 +48,8 @@ void kt_optim_free(kt_optim *o);
  * kt_schedule_lr); increments t. Grads are read, not cleared. */
 void kt_optim_step(kt_optim *o, double lr);
 
+kt_optim_name kt_optim_kind(const kt_optim *o);
+
 /* Updates done so far (Adam's t); set when restoring a checkpoint. */
 int64_t kt_optim_t(const kt_optim *o);
 void kt_optim_set_t(kt_optim *o, int64_t t);
