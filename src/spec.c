@@ -1022,8 +1022,13 @@ kt_status kt_spec_load(kt_spec *s, const char *path, kt_err *err)
 {
     memset(s, 0, sizeof *s);
     FILE *f = fopen(path, "rb");
+    struct stat st;
     if (!f)
         return kt_err_set(err, KT_ERR_USAGE, "%s: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return kt_err_set(err, KT_ERR_USAGE, "%s: is a folder, expected a JSON job file", path);
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
@@ -1053,12 +1058,19 @@ kt_status kt_spec_load(kt_spec *s, const char *path, kt_err *err)
         free(text);
         return kt_err_set(err, KT_ERR_USAGE, "%s: not a JSON text (contains a NUL byte)", path);
     }
-    char dir[4096];
+    /* The job's folder as an absolute path: the resolved spec then means the
+     * same from any working directory (it is stored in checkpoints). */
+    char dir[4096], *abs;
     const char *slash = strrchr(path, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == path ? 1 : slash - path) : 0, path);
-    kt_status st = kt_spec_parse(s, text, path, dir, 1, err);
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == path ? 1 : slash - path) : 1, slash ? path : ".");
+    abs = realpath(dir, NULL);
+    if (abs) {
+        snprintf(dir, sizeof dir, "%s", abs);
+        free(abs);
+    }
+    kt_status status = kt_spec_parse(s, text, path, dir, 1, err);
     free(text);
-    return st;
+    return status;
 }
 
 /* ---- output ------------------------------------------------------------ */
