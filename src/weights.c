@@ -184,9 +184,12 @@ static kt_status check_finite(const kt_weights *w, const kt_tensor *t, kt_err *e
     return KT_OK;
 }
 
+/* Bound on elements while multiplying dims: numel * 8 cannot overflow, and
+ * the byte count is then compared with what the file really holds. */
+#define SHAPE_LIMIT (UINT64_MAX / 16)
+
 /* Parses a shape array: ndim <= KT_MAX_DIMS, non-negative integer dims, and
- * numel <= limit (bytes available / itemsize), checked as it multiplies so it
- * cannot overflow. Fills t->ndim, t->shape, t->numel; returns 0 with a message
+ * numel <= limit, checked as it multiplies so it cannot overflow. Fills t->ndim, t->shape, t->numel; returns 0 with a message
  * in why on failure. */
 static int parse_shape(kt_tensor *t, const cJSON *shape, uint64_t limit, char *why, size_t whysz)
 {
@@ -217,7 +220,7 @@ static int parse_shape(kt_tensor *t, const cJSON *shape, uint64_t limit, char *w
             numel *= v;
     }
     if (over && !zero) {
-        snprintf(why, whysz, "shape has more elements than the file holds");
+        snprintf(why, whysz, "shape is absurdly large");
         return 0;
     }
     for (int i = d; i < KT_MAX_DIMS; i++)
@@ -361,7 +364,7 @@ static kt_status load_safetensors(kt_weights **out, const char *path, kt_err *er
             goto fail;
         }
         char why[128];
-        if (!parse_shape(t, js, dsize / (uint64_t)isz, why, sizeof why)) {
+        if (!parse_shape(t, js, SHAPE_LIMIT, why, sizeof why)) {
             st = kt_err_set(err, KT_ERR_RUNTIME, "%s: tensor '%s': %s", path, name, why);
             goto fail;
         }
@@ -619,7 +622,7 @@ static kt_status load_tfjs(kt_weights **out, const char *path, kt_err *err)
                 goto fail;
             }
             char why[128];
-            if (!parse_shape(t, js, (total - off) / 4 + 1, why, sizeof why)) {
+            if (!parse_shape(t, js, SHAPE_LIMIT, why, sizeof why)) {
                 st = kt_err_set(err, KT_ERR_RUNTIME, "%s: tensor '%s': %s", json_path, name, why);
                 goto fail;
             }
@@ -771,19 +774,47 @@ static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+static uint64_t fnv_tensor(uint64_t h, const char *name, int ndim, const int64_t *shape,
+                           const void *data, size_t bytes)
+{
+    int64_t nd = ndim;
+    h = fnv_bytes(h, name, strlen(name) + 1);
+    h = fnv_bytes(h, &nd, sizeof nd);
+    h = fnv_bytes(h, shape, sizeof shape[0] * (size_t)ndim);
+    return fnv_bytes(h, data, bytes);
+}
+
 uint64_t kt_weights_checksum(const kt_weights *w)
 {
     uint64_t h = FNV_OFF;
     for (int i = 0; i < w->n; i++) {
         const kt_tensor *t = &w->t[w->sorted[i]];
-        h = fnv_bytes(h, t->name, strlen(t->name) + 1);
-        int64_t nd = t->ndim;
-        h = fnv_bytes(h, &nd, sizeof nd);
-        h = fnv_bytes(h, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
-        if (t->is_int)
-            h = fnv_bytes(h, t->idata, (size_t)t->numel * 8);
-        else
-            h = fnv_bytes(h, t->data, (size_t)t->numel * 4);
+        h = fnv_tensor(h, t->name, t->ndim, t->shape, t->is_int ? (const void *)t->idata : t->data,
+                       (size_t)t->numel * (t->is_int ? 8 : 4));
+    }
+    return h;
+}
+
+static int cmp_wname_idx(const void *a, const void *b, void *ctx)
+{
+    const kt_wtensor *t = ctx;
+    return strcmp(t[*(const int *)a].name, t[*(const int *)b].name);
+}
+
+uint64_t kt_weights_checksum_list(const kt_wtensor *t, int n, int *order)
+{
+    uint64_t h = FNV_OFF;
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, (size_t)n, sizeof *order, cmp_wname_idx, (void *)t);
+    for (int i = 0; i < n; i++) {
+        const kt_wtensor *x = &t[order[i]];
+        int64_t numel = 1;
+        for (int d = 0; d < x->ndim; d++)
+            numel *= x->shape[d];
+        h = fnv_tensor(h, x->name, x->ndim, x->shape,
+                       x->idata ? (const void *)x->idata : (const void *)x->data,
+                       (size_t)numel * (x->idata ? 8 : 4));
     }
     return h;
 }

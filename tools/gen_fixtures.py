@@ -6,7 +6,7 @@ Needs only numpy. Output is deterministic (fixed seeds), so re-running it
 rewrites identical bytes; test/fixtures/README describes every file.
 
 Networks (all ResNets with the real structure, just narrow):
-  narrow50  bottleneck, depths [3,4,6,3] like ResNet-50, stem 8, widths [2,4,4,8]
+  narrow50  bottleneck, depths [3,4,6,3] like ResNet-50, stem 4, widths [2,4,4,8]
   basic18   basic blocks, depths [2,2,2,2] like ResNet-18, stem 8, widths [4,8,8,16]
   tiny      bottleneck, depths [1,1,1,1], stem 4, widths [2,2,2,2] (malformed cases)
 The same weights are written in torchvision safetensors layout (OIHW, eps
@@ -347,7 +347,7 @@ def main():
             p = os.path.join(OUT, e)
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
-    narrow, nb = make_net(1, 8, [2, 4, 4, 8], [3, 4, 6, 3], True, 5, True)
+    narrow, nb = make_net(1, 4, [2, 4, 4, 8], [3, 4, 6, 3], True, 5, True)
     basic, _ = make_net(2, 8, [4, 8, 8, 16], [2, 2, 2, 2], False, 3, False)
     tiny, tb = make_net(3, 4, [2, 2, 2, 2], [1, 1, 1, 1], True, 3, True)
 
