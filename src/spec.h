@@ -3,7 +3,9 @@
  * Shared vocabulary of every command: the struct mirrors the JSON sections and
  * keys one to one (train.optimizer.lr is s->train.optimizer.lr). Loading
  * reports every problem it finds, not just the first, fills every default,
- * and resolves relative paths against the folder of the job file.
+ * and resolves relative paths against the folder of the job file (an
+ * absolute folder after kt_spec_load, so the resolved spec, which is stored
+ * in checkpoints, means the same from any working directory).
  *
  * Ownership: every char* in a kt_spec is owned by the spec and freed by
  * kt_spec_free; hidden[] and gates[] too. A spec is plain data afterwards:
@@ -39,7 +41,7 @@ typedef struct {
 
 typedef struct {
     char *path;                 /* the job file as given; "" for a spec from text */
-    char *dir;                  /* its folder, "" when it has none; relative paths are joined to it */
+    char *dir;                  /* folder relative paths are joined to: absolute after kt_spec_load */
 
     struct {
         char *weights;          /* .safetensors, TF.js model.json or kt checkpoint; resolved path */
