@@ -67,6 +67,10 @@ typedef struct {
     const int64_t *idata;
 } kt_wtensor;
 
+/* kt_weights_checksum of the file these tensors would make, computed before
+ * writing it (a checkpoint records it in its metadata). order: [n] scratch. */
+uint64_t kt_weights_checksum_list(const kt_wtensor *t, int n, int *order);
+
 /* Writes a safetensors file atomically: path.tmp, fsync, rename, fsync of the
  * folder. kt_json (may be NULL) is stored as __metadata__["kt"]. A kill at any
  * moment leaves either the old file or the new one. */
