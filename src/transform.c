@@ -34,8 +34,8 @@ void kt_transform_ws_free(kt_transform_ws *ws)
     if (!ws)
         return;
     free(ws->buf);
-    ws->buf = NULL;
-    ws->cap = 0;
+    free(ws->px);
+    memset(ws, 0, sizeof *ws);
 }
 
 /* --- geometry ---------------------------------------------------------------- */
