@@ -300,6 +300,7 @@ static void test_bad(void)
         {"keras_noshard", 0, "group1-shard2of2.bin", "No such file"},
         {"keras_shortshard", 0, "shards hold only", "tensor 'res5a_branch2c/bias'"},
         {"keras_badjson", 0, "model.json", "not valid JSON"},
+        {"keras_same_stride2", 1, "res3a_branch2b", "asymmetric"},
         {"does_not_exist.safetensors", 0, "No such file", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -7,7 +7,7 @@ rewrites identical bytes; test/fixtures/README describes every file.
 
 Networks (all ResNets with the real structure, just narrow):
   narrow50  bottleneck, depths [3,4,6,3] like ResNet-50, stem 4, widths [2,4,4,8]
-  basic18   basic blocks, depths [2,2,2,2] like ResNet-18, stem 8, widths [4,8,8,16]
+  basic18   basic blocks, depths [2,2,2,2] like ResNet-18, stem 8, widths [8,8,16,16]
   tiny      bottleneck, depths [1,1,1,1], stem 4, widths [2,2,2,2] (malformed cases)
 The same weights are written in torchvision safetensors layout (OIHW, eps
 1e-5 semantics) and in the Keras TF.js layers layout (HWIO, Caffe names,
@@ -238,9 +238,12 @@ def keras_tensors(t, biases):
     return out
 
 
-def keras_topology(t, classes, eps=1e-3, stride_on_3x3=False, size=224):
+def keras_topology(t, classes, eps=1e-3, stride_on_3x3=False, size=224, same_stride2=False):
     """A Keras 2 functional-model config shaped like keras_applications'
-    ResNet50 (ZeroPadding2D + valid convs, stride on branch2a/branch1)."""
+    ResNet50 (ZeroPadding2D + valid convs, stride on branch2a/branch1).
+    stride_on_3x3 puts the stride on branch2b, written as ZeroPadding2D(1) +
+    'valid' conv (symmetric, as torchvision), or as 'same' when same_stride2
+    (asymmetric in TF: kt must refuse it)."""
     layers = []
 
     def add(name, cls, cfg, inbound):
@@ -278,7 +281,11 @@ def keras_topology(t, classes, eps=1e-3, stride_on_3x3=False, size=224):
         stride = 2 if s > 1 and b == 0 else 1
         s1, s2 = (1, stride) if stride_on_3x3 else (stride, 1)
         h = act(bn(keras_layer(p + ".bn1"), conv(keras_layer(p + ".conv1"), t[p + ".conv1.weight"], s1, "valid", x)))
-        h = act(bn(keras_layer(p + ".bn2"), conv(keras_layer(p + ".conv2"), t[p + ".conv2.weight"], s2, "same", h)))
+        if s2 > 1 and not same_stride2:
+            h = add(keras_layer(p + ".conv2") + "_pad", "ZeroPadding2D", {"padding": [[1, 1], [1, 1]]}, [h])
+            h = act(bn(keras_layer(p + ".bn2"), conv(keras_layer(p + ".conv2"), t[p + ".conv2.weight"], s2, "valid", h)))
+        else:
+            h = act(bn(keras_layer(p + ".bn2"), conv(keras_layer(p + ".conv2"), t[p + ".conv2.weight"], s2, "same", h)))
         h = bn(keras_layer(p + ".bn3"), conv(keras_layer(p + ".conv3"), t[p + ".conv3.weight"], 1, "valid", h))
         sc = x
         if down:
@@ -294,7 +301,7 @@ def keras_topology(t, classes, eps=1e-3, stride_on_3x3=False, size=224):
 
 
 def write_tfjs(folder, t, biases, classes, nshards=2, eps=1e-3, stride_on_3x3=False, drop_shard=None,
-               cut_shard=0, bad_json=False):
+               cut_shard=0, bad_json=False, same_stride2=False):
     """model.json + shards; tensors sorted by layer name as the TF.js
     converter does; the byte stream is cut into nshards mid-tensor."""
     os.makedirs(folder, exist_ok=True)
@@ -319,7 +326,7 @@ def write_tfjs(folder, t, biases, classes, nshards=2, eps=1e-3, stride_on_3x3=Fa
             write(os.path.join(folder, p), data)
     model = {"format": "layers-model", "generatedBy": "keras v2.2.4-tf",
              "convertedBy": "kt tools/gen_fixtures.py (TF.js layers layout)",
-             "modelTopology": keras_topology(t, classes, eps, stride_on_3x3),
+             "modelTopology": keras_topology(t, classes, eps, stride_on_3x3, same_stride2=same_stride2),
              "weightsManifest": [{"paths": paths, "weights": weights}]}
     text = json.dumps(model, separators=(",", ":"))
     if bad_json:
@@ -348,7 +355,7 @@ def main():
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
     narrow, nb = make_net(1, 4, [2, 4, 4, 8], [3, 4, 6, 3], True, 5, True)
-    basic, _ = make_net(2, 8, [4, 8, 8, 16], [2, 2, 2, 2], False, 3, False)
+    basic, _ = make_net(2, 8, [8, 8, 16, 16], [2, 2, 2, 2], False, 3, False)
     tiny, tb = make_net(3, 4, [2, 2, 2, 2], [1, 1, 1, 1], True, 3, True)
 
     # torchvision layout
@@ -468,6 +475,7 @@ def main():
     write_tfjs(bad + "/keras_noshard", tiny, tb, 3, drop_shard=1)
     write_tfjs(bad + "/keras_shortshard", tiny, tb, 3, cut_shard=8)
     write_tfjs(bad + "/keras_badjson", tiny, tb, 3, bad_json=True)
+    write_tfjs(bad + "/keras_same_stride2", tiny, tb, 3, nshards=1, stride_on_3x3=True, same_stride2=True)
 
     total = 0
     for root, _, files in os.walk(OUT):
