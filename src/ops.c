@@ -361,6 +361,11 @@ void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n
         if (out[i] > 0.0f) din[i] += dout[i];
 }
 
+void kt_relu_mask(float *d, const float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) d[i] = out[i] > 0.0f ? d[i] : 0.0f;
+}
+
 /* gelu(x) = x * Phi(x), Phi the standard normal CDF (torch's default, not the
  * tanh approximation); d/dx = Phi(x) + x * phi(x). */
 void kt_gelu_forward(float *out, const float *in, int64_t n)

@@ -75,6 +75,9 @@ void kt_bn_fold_params(float *scale /* [c] */, float *shift /* [c] */, const flo
 /* ReLU; in place allowed. Backward uses the output (out > 0) as the mask. */
 void kt_relu_forward(float *out, const float *in, int64_t n);
 void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n);
+/* In-place ReLU backward: d[i] = out[i] > 0 ? d[i] : 0 (overwrites, for
+ * scratch gradients that need no accumulation). */
+void kt_relu_mask(float *d, const float *out, int64_t n);
 /* GELU (exact erf form, as torch's default). */
 void kt_gelu_forward(float *out, const float *in, int64_t n);
 void kt_gelu_backward(float *din, const float *dout, const float *in, int64_t n);

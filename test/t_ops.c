@@ -454,6 +454,9 @@ static void test_elementwise(void)
     kt_bias_act(a, bias, 1, 2, 3);
     CHECK(a[0] == 1.5f && a[1] == 0.0f && a[2] == 3.5f && a[3] == 0.0f && a[4] == 0.0f,
           "bias_act adds the per-channel bias then clamps");
+    float d[4] = {1, 2, 3, 4};
+    kt_relu_mask(d, (const float[]){0.5f, 0.0f, -1.0f, 2.0f}, 4);
+    CHECK(d[0] == 1 && d[1] == 0 && d[2] == 0 && d[3] == 4, "relu_mask keeps d where out > 0");
     float c2[3] = {1, 2, 3};
     kt_add_inplace(c2, (const float[]){0.5f, -2, 1}, 3);
     CHECK(c2[0] == 1.5f && c2[1] == 0.0f && c2[2] == 4.0f, "add_inplace");

@@ -1,0 +1,631 @@
+/* resnet.c - the backbone as an executable network (see resnet.h).
+ *
+ * The network is a chain of "units" (a conv and the batch norm after it):
+ * the stem unit, then 2 or 3 units per block plus the shortcut's unit.
+ *
+ * Frozen units (producing points <= freeze) have their batch norm folded into
+ * the conv once, at init: W' = W * gamma/sqrt(var+eps) per output channel and
+ * b' = beta - mean * gamma/sqrt(var+eps) (+ the conv's own bias, scaled). The
+ * frozen forward is then conv GEMMs with a fused bias/ReLU epilogue, and the
+ * residual add rides on the last conv's GEMM as beta = 1 accumulation into
+ * the shortcut (identity: in place over the block input; projection: over the
+ * shortcut conv's output, its bias merged into the last conv's). Activations
+ * ping-pong between two buffers, so the frozen part's memory does not grow
+ * with depth and nothing is kept for a backward it never gets.
+ *
+ * Trainable units own float32 copies of their parameters, gradients and
+ * running statistics, and keep what their backward needs: the conv output
+ * (the BN's input) and the BN/ReLU output (the next conv's input and the ReLU
+ * mask). Backward walks the blocks in reverse with a handful of scratch
+ * gradient buffers sized for the largest trainable block.
+ *
+ * Every buffer is sized in kt_resnet_init for the planned batch and image
+ * size; forward and backward only compute shapes for the actual n.
+ */
+#include "resnet.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+#define BN_MOMENTUM 0.1f /* torchvision's default */
+
+typedef struct {
+    const kt_conv_desc *cd;
+    const kt_bn_desc *bd;
+    kt_conv_shape s;        /* at the planned batch; n replaced per call */
+    int relu;               /* a ReLU follows the BN inside the unit */
+    int trainable;
+    float *fw, *fb;         /* frozen: BN folded in, [cout][cin*k*k], [cout] */
+    /* trainable, all owned: */
+    float *w, *dw;          /* [cout][cin*k*k] */
+    float *b, *db;          /* conv bias [cout] (Keras) or NULL */
+    float *g, *dg, *be, *dbe, *rm, *rv; /* BN [cout] */
+    float *smean, *srstd;   /* batch statistics saved for the backward */
+    float *scale, *shift;   /* eval-mode BN of a trainable unit */
+    int64_t nbt;            /* num_batches_tracked */
+    float *c;               /* kept conv output [cout][n][ho][wo] */
+    float *y;               /* kept BN (+ReLU) output, NULL for a block's last unit */
+} unit;
+
+typedef struct {
+    const kt_block_desc *d;
+    int nconv;
+    unit u[3], down;
+    int trainable;
+    float *fbias;           /* frozen: last conv's bias (+ shortcut BN's), [cout] */
+    float *out;             /* trainable: kept block output [cout][n][ho][wo] */
+    size_t in_sz, out_sz;   /* floats per image */
+} block;
+
+struct kt_resnet {
+    const kt_arch *a;
+    kt_resnet_plan plan;
+    int npoints, p_avg, p_logits;
+    unit stem;
+    int pool_h, pool_w;     /* stem max pool output */
+    float *stem_out;        /* trainable stem: kept pool output */
+    int32_t *argmax;        /* trainable stem: max pool argmax */
+    block *blocks;
+    int fc_trainable;
+    float *fcw, *dfcw, *fcb, *dfcb; /* trainable fc copies (else the arch's) */
+    /* frozen part: ping-pong activations, block intermediates */
+    float *P[2], *T1, *T2;
+    float *work;            /* im2col workspace, shared by every conv */
+    float *avg, *logits;    /* [n][features], [n][classes] */
+    /* backward scratch (train only) */
+    float *G[2], *SC1, *SC2, *SW1, *SW2, *davg;
+    const float **act;      /* [npoints] kept activations of the last forward */
+    const float *input;     /* the last forward's input (stem backward) */
+    int from, n;
+    kt_param *params;
+    int nparams;
+    kt_buffer *buffers;
+    int nbuffers;
+    kt_wtensor *tensors;
+    int ntensors;
+    char (*names)[64];      /* storage for tensors[].name */
+};
+
+/* ------------------------------------------------------------- init */
+
+static float *alloc_f(size_t n, int *oom)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) *oom = 1;
+    return p;
+}
+
+static size_t conv_out_size(const kt_conv_shape *s) { return (size_t)s->cout * s->ho * s->wo; }
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Sets up a unit for input [cin][1][h][w] (per-image shape; n set per call)
+ * and allocates its parameters: folded copies when frozen, trainable copies
+ * otherwise (activations are allocated later, once batch sizes are known). */
+static void unit_init(unit *u, const kt_conv_desc *cd, const kt_bn_desc *bd, int h, int w,
+                      int relu, int trainable, int *oom)
+{
+    u->cd = cd, u->bd = bd, u->relu = relu, u->trainable = trainable;
+    kt_conv_shape_init(&u->s, 1, cd->cin, h, w, cd->cout, cd->k, cd->stride, cd->pad);
+    size_t nw = (size_t)cd->cout * cd->cin * cd->k * cd->k, kk = nw / cd->cout;
+    if (!trainable) {
+        /* y = (conv(x) + cb - mean) * sc + beta with sc = gamma/sqrt(var+eps):
+         * scale the weights by sc and fold the rest into one bias. Done in
+         * double so the folded network is as close to the unfolded one as the
+         * float32 storage allows. */
+        u->fw = alloc_f(nw, oom), u->fb = alloc_f(cd->cout, oom);
+        if (*oom) return;
+        for (int o = 0; o < cd->cout; o++) {
+            double sc = bd->gamma[o] / sqrt((double)bd->var[o] + bd->eps);
+            for (size_t i = 0; i < kk; i++) u->fw[o * kk + i] = (float)(cd->w[o * kk + i] * sc);
+            double cb = cd->bias ? cd->bias[o] : 0.0;
+            u->fb[o] = (float)((cb - bd->mean[o]) * sc + bd->beta[o]);
+        }
+        return;
+    }
+    int c = cd->cout;
+    u->w = alloc_f(nw, oom), u->dw = alloc_f(nw, oom);
+    if (cd->bias) u->b = alloc_f(c, oom), u->db = alloc_f(c, oom);
+    u->g = alloc_f(c, oom), u->dg = alloc_f(c, oom), u->be = alloc_f(c, oom);
+    u->dbe = alloc_f(c, oom), u->rm = alloc_f(c, oom), u->rv = alloc_f(c, oom);
+    u->smean = alloc_f(c, oom), u->srstd = alloc_f(c, oom);
+    u->scale = alloc_f(c, oom), u->shift = alloc_f(c, oom);
+    if (*oom) return;
+    memcpy(u->w, cd->w, sizeof(float) * nw);
+    if (cd->bias) memcpy(u->b, cd->bias, sizeof(float) * c);
+    memcpy(u->g, bd->gamma, sizeof(float) * c), memcpy(u->be, bd->beta, sizeof(float) * c);
+    memcpy(u->rm, bd->mean, sizeof(float) * c), memcpy(u->rv, bd->var, sizeof(float) * c);
+}
+
+static void unit_free(unit *u)
+{
+    free(u->fw), free(u->fb), free(u->w), free(u->dw), free(u->b), free(u->db);
+    free(u->g), free(u->dg), free(u->be), free(u->dbe), free(u->rm), free(u->rv);
+    free(u->smean), free(u->srstd), free(u->scale), free(u->shift), free(u->c), free(u->y);
+}
+
+static void add_param(kt_resnet *r, const char *base, const char *suffix, float *data, float *grad,
+                      const kt_conv_shape *s, int ndim, int no_decay, int backbone)
+{
+    kt_param *p = &r->params[r->nparams++];
+    snprintf(p->name, sizeof p->name, "%.40s%s", base, suffix);
+    p->data = data, p->grad = grad, p->ndim = ndim, p->no_decay = no_decay;
+    p->backbone = backbone;
+    if (ndim == 4) {
+        p->shape[0] = s->cout, p->shape[1] = s->cin, p->shape[2] = s->k, p->shape[3] = s->k;
+    } else {
+        p->shape[0] = s->cout;
+    }
+    p->numel = 1;
+    for (int i = 0; i < ndim; i++) p->numel *= p->shape[i];
+}
+
+static void add_buffer(kt_resnet *r, const char *base, const char *suffix, float *data,
+                       int64_t *idata, int c)
+{
+    kt_buffer *b = &r->buffers[r->nbuffers++];
+    snprintf(b->name, sizeof b->name, "%.40s%s", base, suffix);
+    b->data = data, b->idata = idata;
+    b->numel = idata ? 1 : c;
+    b->ndim = idata ? 0 : 1;
+    b->shape[0] = c;
+}
+
+static const int64_t ZERO_I64 = 0;
+
+static void add_tensor(kt_resnet *r, const char *base, const char *suffix, const float *data,
+                       const int64_t *idata, int ndim, const int64_t *shape)
+{
+    kt_wtensor *t = &r->tensors[r->ntensors];
+    char *nm = r->names[r->ntensors++];
+    snprintf(nm, 64, "%.40s%s", base, suffix);
+    t->name = nm, t->data = data, t->idata = idata, t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+}
+
+/* Lists a unit's parameters, buffers and checkpoint tensors. */
+static void unit_register(kt_resnet *r, unit *u)
+{
+    const kt_conv_desc *cd = u->cd;
+    const kt_bn_desc *bd = u->bd;
+    int64_t ws[4] = {cd->cout, cd->cin, cd->k, cd->k}, cs[1] = {cd->cout};
+    if (u->trainable) {
+        add_param(r, cd->name, ".weight", u->w, u->dw, &u->s, 4, 0, 1);
+        if (u->b) add_param(r, cd->name, ".bias", u->b, u->db, &u->s, 1, 1, 1);
+        add_param(r, bd->name, ".weight", u->g, u->dg, &u->s, 1, 1, 1);
+        add_param(r, bd->name, ".bias", u->be, u->dbe, &u->s, 1, 1, 1);
+        add_buffer(r, bd->name, ".running_mean", u->rm, NULL, cd->cout);
+        add_buffer(r, bd->name, ".running_var", u->rv, NULL, cd->cout);
+        add_buffer(r, bd->name, ".num_batches_tracked", NULL, &u->nbt, 1);
+    }
+    int t = u->trainable;
+    add_tensor(r, cd->name, ".weight", t ? u->w : cd->w, NULL, 4, ws);
+    if (cd->bias) add_tensor(r, cd->name, ".bias", t ? u->b : cd->bias, NULL, 1, cs);
+    add_tensor(r, bd->name, ".weight", t ? u->g : bd->gamma, NULL, 1, cs);
+    add_tensor(r, bd->name, ".bias", t ? u->be : bd->beta, NULL, 1, cs);
+    add_tensor(r, bd->name, ".running_mean", t ? u->rm : bd->mean, NULL, 1, cs);
+    add_tensor(r, bd->name, ".running_var", t ? u->rv : bd->var, NULL, 1, cs);
+    add_tensor(r, bd->name, ".num_batches_tracked", NULL, t ? &u->nbt : &ZERO_I64, 0, cs);
+}
+
+static kt_status check_plan(const kt_arch *a, kt_resnet_plan *p, int npoints, kt_err *err)
+{
+    if (p->batch < 1)
+        return kt_err_set(err, KT_ERR_USAGE, "batch size must be at least 1 (got %d)", p->batch);
+    if (p->stop < 1 || p->stop >= npoints)
+        return kt_err_set(err, KT_ERR_USAGE, "stop point %d out of range 1..%d%s", p->stop,
+                          npoints - 1,
+                          a->num_classes ? "" : " (the model has no classifier: no logits)");
+    if (!p->train) p->freeze = p->stop;
+    if (p->freeze < 0 || p->freeze > p->stop)
+        return kt_err_set(err, KT_ERR_USAGE, "freeze point %d must be between 0 and the stop point %d",
+                          p->freeze, p->stop);
+    /* The smallest image every stride still maps to at least one pixel. */
+    int c, h, w;
+    kt_arch_point_shape(a, 1 + a->nblocks, p->image_size, &c, &h, &w);
+    if (p->image_size < 1 || h < 1 || w < 1)
+        return kt_err_set(err, KT_ERR_USAGE, "image size %d is too small for this network",
+                          p->image_size);
+    return KT_OK;
+}
+
+kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan *plan,
+                         kt_err *err)
+{
+    *out = NULL;
+    kt_resnet *r = calloc(1, sizeof *r);
+    if (!r) return kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
+    r->a = a, r->plan = *plan;
+    r->npoints = 3 + a->nblocks + (a->num_classes > 0);
+    r->p_avg = 2 + a->nblocks;
+    r->p_logits = a->num_classes > 0 ? 3 + a->nblocks : -1;
+    kt_status st = check_plan(a, &r->plan, r->npoints, err);
+    if (st != KT_OK) goto fail;
+    const int B = r->plan.batch, F = r->plan.freeze, T = r->plan.stop;
+    int oom = 0;
+
+    r->blocks = calloc((size_t)a->nblocks, sizeof *r->blocks);
+    r->act = calloc((size_t)r->npoints, sizeof *r->act);
+    /* upper bounds: 4 units per block + stem; 7 tensors per unit + fc */
+    int maxu = 4 * a->nblocks + 1;
+    r->params = calloc((size_t)maxu * 4 + 2, sizeof *r->params);
+    r->buffers = calloc((size_t)maxu * 3, sizeof *r->buffers);
+    r->tensors = calloc((size_t)maxu * 7 + 2, sizeof *r->tensors);
+    r->names = calloc((size_t)maxu * 7 + 2, sizeof *r->names);
+    if (!r->blocks || !r->act || !r->params || !r->buffers || !r->tensors || !r->names) goto oom;
+
+    /* Shapes and parameters, in network order. Sizes are floats per image. */
+    int S = r->plan.image_size;
+    size_t P = 0, T1 = 0, T2 = 0, G = 0, SC = 0, SW = 0, ws = 0;
+    unit_init(&r->stem, &a->stem_conv, &a->stem_bn, S, S, 1, F < 1 && T >= 1, &oom);
+    if (oom) goto oom;
+    unit_register(r, &r->stem);
+    kt_conv_shape ss = r->stem.s;
+    r->pool_h = (ss.ho + 2 - 3) / 2 + 1, r->pool_w = (ss.wo + 2 - 3) / 2 + 1;
+    size_t stem_sz = conv_out_size(&ss), pool_sz = (size_t)ss.cout * r->pool_h * r->pool_w;
+    ss.n = B;
+    ws = kt_conv_workspace(&ss);
+    if (r->stem.trainable) {
+        r->stem.c = alloc_f(stem_sz * B, &oom), r->stem.y = alloc_f(stem_sz * B, &oom);
+        r->stem_out = alloc_f(pool_sz * B, &oom);
+        r->argmax = calloc(pool_sz * B, sizeof(int32_t));
+        if (!r->argmax) oom = 1;
+        SC = max_sz(SC, stem_sz), G = max_sz(G, pool_sz);
+    } else {
+        P = max_sz(P, max_sz(stem_sz, pool_sz));
+    }
+    int h = r->pool_h, w = r->pool_w;
+    for (int bi = 0; bi < a->nblocks && bi + 2 <= T && !oom; bi++) {
+        block *b = &r->blocks[bi];
+        const kt_block_desc *d = &a->blocks[bi];
+        b->d = d, b->nconv = d->bottleneck ? 3 : 2;
+        b->trainable = bi + 2 > F;
+        b->in_sz = (size_t)d->cin * h * w;
+        int uh = h, uw = w;
+        for (int i = 0; i < b->nconv; i++) {
+            unit *u = &b->u[i];
+            unit_init(u, &d->conv[i], &d->bn[i], uh, uw, i < b->nconv - 1, b->trainable, &oom);
+            if (oom) goto oom;
+            unit_register(r, u);
+            kt_conv_shape cs = u->s;
+            uh = cs.ho, uw = cs.wo;
+            size_t osz = conv_out_size(&cs);
+            cs.n = B;
+            ws = max_sz(ws, kt_conv_workspace(&cs));
+            if (b->trainable) {
+                u->c = alloc_f(osz * B, &oom);
+                if (i < b->nconv - 1) u->y = alloc_f(osz * B, &oom), SW = max_sz(SW, osz);
+            } else if (i == 0) {
+                T1 = max_sz(T1, osz);
+            } else if (i == 1 && b->nconv == 3) {
+                T2 = max_sz(T2, osz);
+            }
+        }
+        if (d->has_down) {
+            unit_init(&b->down, &d->down, &d->down_bn, h, w, 0, b->trainable, &oom);
+            if (oom) goto oom;
+            unit_register(r, &b->down);
+            kt_conv_shape cs = b->down.s;
+            cs.n = B;
+            ws = max_sz(ws, kt_conv_workspace(&cs));
+            if (b->trainable) b->down.c = alloc_f(conv_out_size(&b->down.s) * B, &oom);
+        }
+        h = uh, w = uw;
+        b->out_sz = (size_t)d->cout * h * w;
+        if (b->trainable) {
+            b->out = alloc_f(b->out_sz * B, &oom);
+            G = max_sz(G, max_sz(b->in_sz, b->out_sz)), SC = max_sz(SC, b->out_sz);
+        } else {
+            P = max_sz(P, b->out_sz);
+            /* The block's single epilogue adds the last conv's folded bias and,
+             * for a projection shortcut, the shortcut's. */
+            b->fbias = alloc_f(d->cout, &oom);
+            if (oom) goto oom;
+            for (int o = 0; o < d->cout; o++)
+                b->fbias[o] = b->u[b->nconv - 1].fb[o] + (d->has_down ? b->down.fb[o] : 0.0f);
+        }
+    }
+    if (oom) goto oom;
+    if (T >= r->p_avg) r->avg = alloc_f((size_t)a->features * B, &oom);
+    if (T >= r->p_avg && F < r->p_avg && r->plan.train) r->davg = alloc_f((size_t)a->features * B, &oom);
+    if (T == r->p_logits) {
+        r->logits = alloc_f((size_t)a->num_classes * B, &oom);
+        r->fc_trainable = F < r->p_logits;
+        int64_t fs[2] = {a->num_classes, a->features}, bs[1] = {a->num_classes};
+        const float *tw = a->fc_w, *tb = a->fc_b;
+        if (r->fc_trainable) {
+            size_t nw = (size_t)a->num_classes * a->features;
+            r->fcw = alloc_f(nw, &oom), r->dfcw = alloc_f(nw, &oom);
+            r->fcb = alloc_f(a->num_classes, &oom), r->dfcb = alloc_f(a->num_classes, &oom);
+            if (oom) goto oom;
+            memcpy(r->fcw, a->fc_w, sizeof(float) * nw);
+            if (a->fc_b) memcpy(r->fcb, a->fc_b, sizeof(float) * a->num_classes);
+            kt_conv_shape fcs = {.cout = a->num_classes, .cin = a->features, .k = 1};
+            add_param(r, "fc", ".weight", r->fcw, r->dfcw, &fcs, 4, 0, 0);
+            r->params[r->nparams - 1].ndim = 2;
+            r->params[r->nparams - 1].numel = (int64_t)a->num_classes * a->features;
+            add_param(r, "fc", ".bias", r->fcb, r->dfcb, &fcs, 1, 1, 0);
+            tw = r->fcw, tb = r->fcb;
+        }
+        add_tensor(r, "fc", ".weight", tw, NULL, 2, fs);
+        if (tb) add_tensor(r, "fc", ".bias", tb, NULL, 1, bs);
+    }
+    /* Frozen-part buffers. T1 also receives the im2col-free 1x1 conv1 output
+     * at the block's input resolution, so it is sized per image like P. */
+    if (P) r->P[0] = alloc_f(P * B, &oom), r->P[1] = alloc_f(P * B, &oom);
+    if (T1) r->T1 = alloc_f(T1 * B, &oom);
+    if (T2) r->T2 = alloc_f(T2 * B, &oom);
+    r->work = alloc_f(ws, &oom);
+    if (r->plan.train && F < T) {
+        if (G) r->G[0] = alloc_f(G * B, &oom), r->G[1] = alloc_f(G * B, &oom);
+        if (SC) r->SC1 = alloc_f(SC * B, &oom), r->SC2 = alloc_f(SC * B, &oom);
+        if (SW) r->SW1 = alloc_f(SW * B, &oom), r->SW2 = alloc_f(SW * B, &oom);
+    } else if (SC) {
+        /* eval-only use of trainable blocks still needs the shortcut scratch */
+        r->SC1 = alloc_f(SC * B, &oom);
+    }
+    if (oom) goto oom;
+    *out = r;
+    return KT_OK;
+oom:
+    st = kt_err_set(err, KT_ERR_RUNTIME, "out of memory planning the network for batch %d",
+                    plan->batch);
+fail:
+    kt_resnet_free(r);
+    return st;
+}
+
+void kt_resnet_free(kt_resnet *r)
+{
+    if (!r) return;
+    unit_free(&r->stem);
+    for (int i = 0; r->blocks && i < r->a->nblocks; i++) {
+        block *b = &r->blocks[i];
+        for (int j = 0; j < 3; j++) unit_free(&b->u[j]);
+        unit_free(&b->down);
+        free(b->fbias), free(b->out);
+    }
+    free(r->blocks), free(r->stem_out), free(r->argmax);
+    free(r->fcw), free(r->dfcw), free(r->fcb), free(r->dfcb);
+    free(r->P[0]), free(r->P[1]), free(r->T1), free(r->T2), free(r->work);
+    free(r->avg), free(r->logits), free(r->davg);
+    free(r->G[0]), free(r->G[1]), free(r->SC1), free(r->SC2), free(r->SW1), free(r->SW2);
+    free(r->act), free(r->params), free(r->buffers), free(r->tensors), free(r->names);
+    free(r);
+}
+
+/* ---------------------------------------------------------- forward */
+
+static kt_conv_shape shape_n(const unit *u, int n)
+{
+    kt_conv_shape s = u->s;
+    s.n = n;
+    return s;
+}
+
+/* Frozen block: folded convs, one fused epilogue per conv. xw is x when it
+ * may be overwritten (a ping-pong buffer), NULL for the caller's input.
+ * Returns where the output went: over x for an identity shortcut, else y. */
+static float *block_frozen(kt_resnet *r, block *b, const float *x, float *xw, float *y, int n)
+{
+    unit *last = &b->u[b->nconv - 1];
+    kt_conv_shape s0 = shape_n(&b->u[0], n), sl = shape_n(last, n);
+    kt_conv_forward_ex(r->T1, r->work, x, b->u[0].fw, b->u[0].fb, &s0, KT_CONV_RELU);
+    const float *t = r->T1;
+    if (b->nconv == 3) {
+        kt_conv_shape s1 = shape_n(&b->u[1], n);
+        kt_conv_forward_ex(r->T2, r->work, t, b->u[1].fw, b->u[1].fb, &s1, KT_CONV_RELU);
+        t = r->T2;
+    }
+    float *o = xw;
+    if (b->d->has_down) {
+        kt_conv_shape sd = shape_n(&b->down, n);
+        kt_conv_forward_ex(y, r->work, x, b->down.fw, NULL, &sd, 0);
+        o = y;
+    } else if (!xw) {
+        memcpy(y, x, sizeof(float) * b->in_sz * n);
+        o = y;
+    }
+    /* o already holds the shortcut: the GEMM adds the main path to it (beta =
+     * 1), then one pass adds both biases and applies the ReLU. */
+    kt_conv_forward_ex(o, r->work, t, last->fw, b->fbias, &sl, KT_CONV_ADD | KT_CONV_RELU);
+    return o;
+}
+
+/* Trainable unit: conv (+ its own bias) into u->c, then BN in train or eval
+ * mode into y, then the unit's ReLU. */
+static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int training)
+{
+    kt_conv_shape s = shape_n(u, n);
+    int64_t m = (int64_t)n * s.ho * s.wo;
+    kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
+    if (training) {
+        kt_bn_train_forward(y, u->smean, u->srstd, u->rm, u->rv, u->c, u->g, u->be, s.cout, m,
+                            u->bd->eps, BN_MOMENTUM);
+        u->nbt++;
+    } else {
+        kt_bn_fold_params(u->scale, u->shift, u->g, u->be, u->rm, u->rv, s.cout, u->bd->eps);
+        kt_bn_eval_forward(y, u->c, u->scale, u->shift, s.cout, m);
+    }
+    if (u->relu) kt_relu_forward(y, y, s.cout * m);
+}
+
+static void block_train(kt_resnet *r, block *b, const float *x, int n, int training)
+{
+    const float *t = x;
+    for (int i = 0; i < b->nconv; i++) {
+        unit *u = &b->u[i];
+        unit_fwd(r, u, i < b->nconv - 1 ? u->y : b->out, t, n, training);
+        t = u->y;
+    }
+    int64_t no = (int64_t)b->out_sz * n;
+    if (b->d->has_down) {
+        unit_fwd(r, &b->down, r->SC1, x, n, training);
+        kt_add_inplace(b->out, r->SC1, no);
+    } else {
+        kt_add_inplace(b->out, x, no);
+    }
+    kt_relu_forward(b->out, b->out, no);
+}
+
+const float *kt_resnet_forward(kt_resnet *r, int from, const float *in, int n, int training)
+{
+    const kt_arch *a = r->a;
+    const int F = r->plan.freeze, T = r->plan.stop;
+    assert(n >= 1 && n <= r->plan.batch && from >= 0 && from <= F && from < T);
+    memset(r->act, 0, sizeof(*r->act) * r->npoints);
+    r->act[from] = in, r->input = in, r->from = from, r->n = n;
+    const float *x = in;
+    float *xw = NULL; /* x when it is a ping-pong buffer we may overwrite */
+    int cur = 1;      /* the ping-pong buffer holding x */
+    if (from < 1) {
+        unit *u = &r->stem;
+        kt_conv_shape s = shape_n(u, n);
+        if (u->trainable) {
+            unit_fwd(r, u, u->y, in, n, training);
+            kt_maxpool_forward(r->stem_out, r->argmax, u->y, s.cout, n, s.ho, s.wo, 3, 2, 1,
+                               r->pool_h, r->pool_w);
+            x = r->stem_out;
+        } else {
+            kt_conv_forward_ex(r->P[1], r->work, in, u->fw, u->fb, &s, KT_CONV_RELU);
+            kt_maxpool_forward(r->P[0], NULL, r->P[1], s.cout, n, s.ho, s.wo, 3, 2, 1,
+                               r->pool_h, r->pool_w);
+            x = xw = r->P[0], cur = 0;
+        }
+        if (u->trainable || F == 1 || T == 1) r->act[1] = x;
+    }
+    for (int bi = from > 1 ? from - 1 : 0; bi < a->nblocks && bi + 2 <= T; bi++) {
+        block *b = &r->blocks[bi];
+        int p = bi + 2;
+        if (b->trainable) {
+            block_train(r, b, x, n, training);
+            x = b->out, xw = NULL;
+        } else {
+            float *o = block_frozen(r, b, x, xw, r->P[1 - cur], n);
+            if (o == r->P[1 - cur]) cur = 1 - cur;
+            x = xw = o;
+        }
+        if (b->trainable || p == F || p == T) r->act[p] = x;
+    }
+    if (T >= r->p_avg && from < r->p_avg) {
+        int c, h, w;
+        kt_arch_point_shape(a, r->p_avg - 1, r->plan.image_size, &c, &h, &w);
+        kt_avgpool_forward(r->avg, x, c, n, h * w);
+        x = r->act[r->p_avg] = r->avg;
+    }
+    if (T == r->p_logits) {
+        kt_linear_forward(r->logits, x, r->fc_trainable ? r->fcw : a->fc_w,
+                          r->fc_trainable ? r->fcb : a->fc_b, n, a->features, a->num_classes);
+        x = r->act[T] = r->logits;
+    }
+    return x;
+}
+
+const float *kt_resnet_activation(const kt_resnet *r, int p)
+{
+    return p >= 0 && p < r->npoints ? r->act[p] : NULL;
+}
+
+/* ---------------------------------------------------------- backward */
+
+/* dy is the gradient at the unit's BN output (any ReLU already applied by
+ * the caller). dc (scratch, the size of u->c) receives the gradient at the
+ * conv output; dx (may be NULL) accumulates the gradient at the input x, or
+ * is overwritten when zero_dx (then dx may alias dy: dy is consumed first). */
+static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float *dy,
+                     const float *x, int n, float *dc)
+{
+    kt_conv_shape s = shape_n(u, n);
+    int64_t m = (int64_t)n * s.ho * s.wo;
+    memset(dc, 0, sizeof(float) * s.cout * m);
+    kt_bn_train_backward(dc, u->dg, u->dbe, dy, u->c, u->smean, u->srstd, u->g, s.cout, m);
+    if (dx && zero_dx) memset(dx, 0, sizeof(float) * s.cin * n * s.h * s.w);
+    kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
+}
+
+/* out = relu(main(x) + shortcut(x)): the masked gradient feeds both paths;
+ * inside the main path each unit's input gradient is masked by the previous
+ * unit's ReLU output. Scratch: SC1 the masked gradient, SC2 the last unit's
+ * conv gradient, SW1 the narrow units' input gradients, SW2 their conv
+ * gradients. */
+static void block_bwd(kt_resnet *r, block *b, float *dx, const float *g, const float *x, int n)
+{
+    int64_t no = (int64_t)b->out_sz * n;
+    float *gm = r->SC1;
+    memcpy(gm, g, sizeof(float) * no);
+    kt_relu_mask(gm, b->out, no);
+    if (b->d->has_down)
+        unit_bwd(r, &b->down, dx, 1, gm, x, n, r->SC2);
+    else if (dx)
+        memcpy(dx, gm, sizeof(float) * no);
+    const float *gu = gm;
+    for (int i = b->nconv - 1; i > 0; i--) {
+        unit *u = &b->u[i];
+        const float *ux = b->u[i - 1].y;
+        unit_bwd(r, u, r->SW1, 1, gu, ux, n, i == b->nconv - 1 ? r->SC2 : r->SW2);
+        kt_relu_mask(r->SW1, ux, (int64_t)b->u[i - 1].s.cout * n * u->s.h * u->s.w);
+        gu = r->SW1;
+    }
+    /* dx already holds the shortcut's gradient: accumulate. */
+    unit_bwd(r, &b->u[0], dx, 0, gu, x, n, r->SW2);
+}
+
+void kt_resnet_backward(kt_resnet *r, const float *dout, int n)
+{
+    const kt_arch *a = r->a;
+    const int F = r->plan.freeze, T = r->plan.stop;
+    assert(r->plan.train && n == r->n);
+    const float *g = dout;
+    if (T == r->p_logits) {
+        if (!r->fc_trainable) return;
+        float *da = NULL;
+        if (F < r->p_avg - 1) {
+            da = r->davg;
+            memset(da, 0, sizeof(float) * a->features * n);
+        }
+        kt_linear_backward(da, r->dfcw, r->dfcb, dout, r->avg, r->fcw, n, a->features,
+                           a->num_classes);
+        g = da;
+    }
+    int last = (T >= r->p_avg ? a->nblocks + 1 : T) - 2; /* last computed block */
+    if (T >= r->p_avg) {
+        if (F >= r->p_avg - 1) return; /* nothing trainable below the pool */
+        int c, h, w;
+        kt_arch_point_shape(a, r->p_avg - 1, r->plan.image_size, &c, &h, &w);
+        memset(r->G[0], 0, sizeof(float) * (size_t)c * n * h * w);
+        kt_avgpool_backward(r->G[0], g, c, n, h * w);
+        g = r->G[0];
+    }
+    for (int bi = last; bi >= 0 && bi + 2 > F; bi--) {
+        block *b = &r->blocks[bi];
+        /* The input gradient is needed only when the input is trainable. */
+        float *dx = bi + 1 > F ? (g == r->G[0] ? r->G[1] : r->G[0]) : NULL;
+        block_bwd(r, b, dx, g, r->act[bi + 1], n);
+        g = dx;
+    }
+    if (F < 1) {
+        unit *u = &r->stem;
+        kt_conv_shape s = shape_n(u, n);
+        int64_t m = (int64_t)s.cout * n * s.ho * s.wo;
+        memset(r->SC1, 0, sizeof(float) * m);
+        kt_maxpool_backward(r->SC1, g, r->argmax, s.cout, n, s.ho, s.wo, r->pool_h, r->pool_w);
+        kt_relu_mask(r->SC1, u->y, m);
+        unit_bwd(r, u, NULL, 0, r->SC1, r->input, n, r->SC2);
+    }
+}
+
+int kt_resnet_nparams(const kt_resnet *r) { return r->nparams; }
+kt_param *kt_resnet_param(kt_resnet *r, int i) { return &r->params[i]; }
+int kt_resnet_nbuffers(const kt_resnet *r) { return r->nbuffers; }
+kt_buffer *kt_resnet_buffer(kt_resnet *r, int i) { return &r->buffers[i]; }
+
+const kt_wtensor *kt_resnet_tensors(const kt_resnet *r, int *n)
+{
+    *n = r->ntensors;
+    return r->tensors;
+}
