@@ -3,13 +3,41 @@
  * Problems are printed one per line on stderr, compiler style (file first),
  * so an editor or a CI log points at each; the summary goes through main as
  * the error. The resolved spec goes to stdout, so it can be saved and reused.
+ *
+ * Beyond the spec itself, the weights are opened (they are memory-mapped, so
+ * this is cheap) to check that they are a ResNet kt can use and that the cut
+ * point model.freeze exists in them: a typo there should not wait for train.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "arch.h"
 #include "cli.h"
 #include "commands.h"
 #include "spec.h"
+#include "weights.h"
+
+/* Opens the weights and finds the cut point; errors name the job and key. */
+static kt_status check_model(const kt_spec *s, kt_err *err)
+{
+    kt_weights *w = NULL;
+    kt_arch *a = NULL;
+    int point;
+    kt_status st = kt_weights_load(&w, s->model.weights, err);
+    if (st == KT_OK)
+        st = kt_arch_init(&a, w, err);
+    if (st != KT_OK) {
+        kt_err_prefix(err, "%s: model.weights", s->path);
+        goto done;
+    }
+    st = kt_arch_point_find(a, s->model.freeze, &point, err);
+    if (st != KT_OK)
+        kt_err_prefix(err, "%s: model.freeze", s->path);
+done:
+    kt_arch_free(a);
+    kt_weights_free(w);
+    return st;
+}
 
 kt_status kt_cmd_validate(int argc, char **argv, kt_err *err)
 {
@@ -46,6 +74,11 @@ kt_status kt_cmd_validate(int argc, char **argv, kt_err *err)
             fputs(s.problems, stderr);
             kt_err_set(err, st, "%s: %d problem%s found", pos[0], s.nproblems, s.nproblems == 1 ? "" : "s");
         }
+        kt_spec_free(&s);
+        return st;
+    }
+    st = check_model(&s, err);
+    if (st != KT_OK) {
         kt_spec_free(&s);
         return st;
     }

@@ -1,16 +1,17 @@
 #!/bin/sh
 # t_spec.sh - "kt validate": the resolved spec on stdout with exit 0, or every
 # problem with its file:line:col or JSON path and exit 2. Paths are relative
-# to the job file, so jobs here live in their own folder with small stand-ins
-# for the weights and image folders (make test needs no downloaded weights).
+# to the job file, so jobs here live in their own folder, with the narrow
+# ResNet fixtures standing in for the real weights (make test needs no
+# downloaded weights) and empty image folders.
 . test/lib.sh
 D=$OUT/spec
 rm -rf "$D"
 mkdir -p "$D/imgs/train/a" "$D/imgs/val/a" "$D/weights/resnet50-keras/package/ResNet50" \
     "$D/data-samples/train" "$D/data-samples/val"
 AD=$(cd "$D" && pwd -P)   # paths come out absolute
-echo '{}' >"$D/w.json"
-echo '{}' >"$D/weights/resnet50-keras/package/ResNet50/model.json"
+cp test/fixtures/narrow50.safetensors "$D/w.json"   # the name does not matter: formats are sniffed
+cp test/fixtures/narrow50_keras/* "$D/weights/resnet50-keras/package/ResNet50/"
 
 cat >"$D/ok.json" <<'J'
 {"model": {"weights": "w.json"}, "data": {"train": "imgs/train", "val": "imgs/val"}}
@@ -66,4 +67,17 @@ expect_grep "3 problems found" "$OUT/last.err" "every problem reported"
 [ -s "$OUT/last.out" ] && bad "nothing on stdout for a bad spec" || ok "nothing on stdout for a bad spec"
 
 expect_exit 2 "a job that is not a file exits 2" $KT validate "$D"
+
+# The weights are opened and the cut point looked up in them.
+cat >"$D/freeze.json" <<'J'
+{"model": {"weights": "w.json", "freeze": "layer3.9"}, "data": {"train": "imgs/train"}}
+J
+expect_exit 2 "a cut point the weights lack exits 2" $KT validate "$D/freeze.json"
+expect_grep "freeze.json: model.freeze: unknown layer 'layer3.9'; valid names: input" "$OUT/last.err" "cut point checked against the weights"
+head -c 1000 test/fixtures/narrow50.safetensors >"$D/cut.safetensors"
+cat >"$D/corrupt.json" <<'J'
+{"model": {"weights": "cut.safetensors"}, "data": {"train": "imgs/train"}}
+J
+expect_exit 1 "corrupt weights exit 1" $KT validate "$D/corrupt.json"
+expect_grep "corrupt.json: model.weights: .*cut.safetensors" "$OUT/last.err" "corrupt weights named"
 finish
