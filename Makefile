@@ -102,6 +102,7 @@ conformance: deps weights
 
 bench: deps weights
 	@$(MAKE) --no-print-directory all
+	@[ -f bench/run.sh ] || { echo "bench: bench/run.sh not found" >&2; exit 1; }
 	sh bench/run.sh
 
 # The demo's paths come from config.example.json (output.dir).
