@@ -42,6 +42,9 @@ typedef struct {
 
 /* Scans root. On error ds is left empty (safe to free). */
 kt_status kt_dataset_scan(kt_dataset *ds, const char *root, kt_err *err);
+/* The same, for reporting tools (kt check): an empty root, a single class
+ * and empty class folders are not errors (count[c] == 0 shows them). */
+kt_status kt_dataset_scan_lenient(kt_dataset *ds, const char *root, kt_err *err);
 /* Scans a validation folder, labelling with train's classes: ds->classes and
  * ds->nclasses are copies of train's, ds->count[c] == 0 for a class with no
  * folder or no files there (the caller reports it). A class folder unknown to
