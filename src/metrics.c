@@ -185,16 +185,21 @@ kt_status kt_metrics_log_open(kt_metrics_log **out, const char *path, int64_t ke
     return KT_OK;
 }
 
+kt_status kt_metrics_log_text(kt_metrics_log *l, const char *line, kt_err *err)
+{
+    if (fprintf(l->f, "%s\n", line) < 0 || fflush(l->f) != 0)
+        return kt_err_set(err, KT_ERR_RUNTIME, "%s: %s", l->path, strerror(errno));
+    return KT_OK;
+}
+
 kt_status kt_metrics_log_write(kt_metrics_log *l, const cJSON *obj, kt_err *err)
 {
     char *s = cJSON_PrintUnformatted(obj);
     if (!s)
         return kt_err_set(err, KT_ERR_RUNTIME, "%s: out of memory", l->path);
-    int bad = fprintf(l->f, "%s\n", s) < 0 || fflush(l->f) != 0;
+    kt_status st = kt_metrics_log_text(l, s, err);
     free(s);
-    if (bad)
-        return kt_err_set(err, KT_ERR_RUNTIME, "%s: %s", l->path, strerror(errno));
-    return KT_OK;
+    return st;
 }
 
 void kt_metrics_log_close(kt_metrics_log *l)

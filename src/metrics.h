@@ -52,6 +52,8 @@ typedef struct kt_metrics_log kt_metrics_log;
 kt_status kt_metrics_log_open(kt_metrics_log **out, const char *path, int64_t keep_step,
                               kt_err *err);
 kt_status kt_metrics_log_write(kt_metrics_log *l, const cJSON *obj, kt_err *err);
+/* One line of JSON text already formatted (no allocation). */
+kt_status kt_metrics_log_text(kt_metrics_log *l, const char *line, kt_err *err);
 void kt_metrics_log_close(kt_metrics_log *l);
 
 /* The progress line. On a terminal one live line is rewritten in place
