@@ -276,8 +276,11 @@ static kt_status jpeg_run(jpeg_ctx *c, kt_image *img, kt_image_info *info, const
     d->err = jpeg_std_error(&c->e.pub);
     c->e.pub.error_exit = jpeg_on_error;
     c->e.pub.emit_message = jpeg_on_message;
-    if (setjmp(c->e.jb))
+    if (setjmp(c->e.jb)) {
+        if (c->e.truncated)     /* the data ran out first; the error is a consequence */
+            return kt_err_set(err, KT_ERR_DATA, "%s: truncated JPEG (%s)", name, c->e.msg);
         return kt_err_set(err, KT_ERR_DATA, "%s: bad JPEG: %s", name, c->e.msg);
+    }
     jpeg_create_decompress(d);
     jpeg_mem_src(d, buf, (unsigned long)n);
     jpeg_save_markers(d, JPEG_APP0 + 1, 0xffff);

@@ -18,9 +18,12 @@
 #include <jpeglib.h>
 #include <png.h>
 
+/* Each test uses a few of these. */
+#define GEN static __attribute__((unused))
+
 /* Deterministic smooth-ish RGB content with edges: gradients plus a few
  * rectangles, so resizing and JPEG both have something to work on. */
-static uint8_t *gen_pattern(int w, int h, unsigned seed)
+GEN uint8_t *gen_pattern(int w, int h, unsigned seed)
 {
     uint8_t *p = malloc((size_t)w * h * 3);
     for (int y = 0; y < h; y++)
@@ -37,7 +40,7 @@ static uint8_t *gen_pattern(int w, int h, unsigned seed)
 
 /* Flat colour blocks aligned to 16x16 JPEG MCUs: JPEG at quality 100 keeps
  * them within a unit or two, so decoded values can be checked tightly. */
-static uint8_t *gen_blocks(int w, int h, unsigned seed)
+GEN uint8_t *gen_blocks(int w, int h, unsigned seed)
 {
     uint8_t *p = malloc((size_t)w * h * 3);
     for (int y = 0; y < h; y++)
@@ -51,7 +54,7 @@ static uint8_t *gen_blocks(int w, int h, unsigned seed)
     return p;
 }
 
-static int gen_write_file(const char *path, const void *p, size_t n)
+GEN int gen_write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -60,9 +63,10 @@ static int gen_write_file(const char *path, const void *p, size_t n)
     return fclose(f) == 0 && w == n ? 0 : -1;
 }
 
-static uint8_t *gen_read_file(const char *path, size_t *n)
+GEN uint8_t *gen_read_file(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
+    *n = 0;
     if (!f)
         return NULL;
     fseek(f, 0, SEEK_END);
@@ -75,7 +79,7 @@ static uint8_t *gen_read_file(const char *path, size_t *n)
 }
 
 /* CRC-32 as PNG chunks use it (for hand-made chunks). */
-static uint32_t gen_crc32(const uint8_t *p, size_t n)
+GEN uint32_t gen_crc32(const uint8_t *p, size_t n)
 {
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < n; i++) {
@@ -87,7 +91,7 @@ static uint32_t gen_crc32(const uint8_t *p, size_t n)
 }
 
 /* A minimal big-endian TIFF/EXIF block with one IFD0 entry: Orientation. */
-static size_t gen_exif(uint8_t *out, int orientation, int with_header)
+GEN size_t gen_exif(uint8_t *out, int orientation, int with_header)
 {
     static const uint8_t tiff[] = {'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1,
                                    0, 0, 0, 0, 0, 0, 0, 0};
@@ -112,7 +116,7 @@ typedef struct {
 
 /* rows: raw PNG sample data, packed as libpng expects for color_type/depth
  * (16-bit samples big-endian). */
-static int gen_png(const char *path, int w, int h, const uint8_t *data, size_t rowbytes,
+GEN int gen_png(const char *path, int w, int h, const uint8_t *data, size_t rowbytes,
                    const gen_png_opts *o)
 {
     FILE *f = fopen(path, "wb");
@@ -148,7 +152,7 @@ static int gen_png(const char *path, int w, int h, const uint8_t *data, size_t r
     return fclose(f);
 }
 
-static int gen_png_rgb(const char *path, int w, int h, const uint8_t *rgb, int orientation)
+GEN int gen_png_rgb(const char *path, int w, int h, const uint8_t *rgb, int orientation)
 {
     gen_png_opts o = {PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, orientation};
     return gen_png(path, w, h, rgb, (size_t)w * 3, &o);
@@ -165,7 +169,7 @@ typedef struct {
     int orientation;        /* 0: no EXIF */
 } gen_jpeg_opts;
 
-static int gen_jpeg(const char *path, int w, int h, const uint8_t *data, const gen_jpeg_opts *o)
+GEN int gen_jpeg(const char *path, int w, int h, const uint8_t *data, const gen_jpeg_opts *o)
 {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr e;
@@ -202,7 +206,7 @@ static int gen_jpeg(const char *path, int w, int h, const uint8_t *data, const g
     return fclose(f);
 }
 
-static int gen_jpeg_rgb(const char *path, int w, int h, const uint8_t *rgb, int quality,
+GEN int gen_jpeg_rgb(const char *path, int w, int h, const uint8_t *rgb, int quality,
                         int subsample, int progressive)
 {
     gen_jpeg_opts o = {3, 0, quality, progressive, subsample, 0};
@@ -212,7 +216,7 @@ static int gen_jpeg_rgb(const char *path, int w, int h, const uint8_t *rgb, int 
 /* Pixel (x, y) of the upright image shows stored pixel store_of(...) under EXIF
  * orientation o: the test's own statement of the 8 cases (TIFF 6.0 /
  * EXIF 2.3 semantics), written as where each STORED pixel is displayed. */
-static void gen_display_pos(int o, int sx, int sy, int sw, int sh, int *ux, int *uy)
+GEN void gen_display_pos(int o, int sx, int sy, int sw, int sh, int *ux, int *uy)
 {
     switch (o) {
     case 2: *ux = sw - 1 - sx, *uy = sy; break;              /* mirrored */
@@ -228,7 +232,7 @@ static void gen_display_pos(int o, int sx, int sy, int sw, int sh, int *ux, int 
 
 /* The stored pixels (sw x sh) that display as the upright image up (uw x uh)
  * under orientation o. */
-static uint8_t *gen_stored_for(const uint8_t *up, int uw, int uh, int o, int *sw, int *sh)
+GEN uint8_t *gen_stored_for(const uint8_t *up, int uw, int uh, int o, int *sw, int *sh)
 {
     *sw = o >= 5 ? uh : uw, *sh = o >= 5 ? uw : uh;
     uint8_t *s = malloc((size_t)uw * uh * 3);
