@@ -301,9 +301,11 @@ def keras_topology(t, classes, eps=1e-3, stride_on_3x3=False, size=224, same_str
 
 
 def write_tfjs(folder, t, biases, classes, nshards=2, eps=1e-3, stride_on_3x3=False, drop_shard=None,
-               cut_shard=0, bad_json=False, same_stride2=False):
+               cut_shard=0, bad_json=False, same_stride2=False, shard_bytes=0):
     """model.json + shards; tensors sorted by layer name as the TF.js
-    converter does; the byte stream is cut into nshards mid-tensor."""
+    converter does; the byte stream is cut into nshards mid-tensor, or, with
+    shard_bytes, into shards of that size like the converter's 4 MiB (whole
+    pages: kt maps those back to back instead of copying)."""
     os.makedirs(folder, exist_ok=True)
     kt = keras_tensors(t, biases)
     weights, blob = [], []
@@ -313,8 +315,12 @@ def write_tfjs(folder, t, biases, classes, nshards=2, eps=1e-3, stride_on_3x3=Fa
             blob.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
     blob = b"".join(blob)
     # Split on odd 4-byte boundaries so some tensors straddle two shards.
-    cuts = [len(blob) * i // nshards // 4 * 4 + (4 if i else 0) for i in range(nshards)] + [len(blob)]
-    cuts[0] = 0
+    if shard_bytes:
+        nshards = (len(blob) + shard_bytes - 1) // shard_bytes
+        cuts = [i * shard_bytes for i in range(nshards)] + [len(blob)]
+    else:
+        cuts = [len(blob) * i // nshards // 4 * 4 + (4 if i else 0) for i in range(nshards)] + [len(blob)]
+        cuts[0] = 0
     paths = []
     for i in range(nshards):
         p = "group1-shard%dof%d.bin" % (i + 1, nshards)
@@ -366,8 +372,8 @@ def main():
     write(OUT + "/tiny.safetensors", st_bytes(tv_list(tiny)))
     write(OUT + "/tiny_module.safetensors", st_bytes(tv_list(tiny, prefix="module.")))
     # Keras TF.js layout of the same weights (plus conv biases)
-    write_tfjs(OUT + "/narrow50_keras", narrow, nb, 5)
-    write_tfjs(OUT + "/tiny_keras_v15", tiny, tb, 3, nshards=1, eps=2e-3, stride_on_3x3=True)
+    write_tfjs(OUT + "/narrow50_keras", narrow, nb, 5, shard_bytes=16384)
+    write_tfjs(OUT + "/tiny_keras_v15", tiny, tb, 3, nshards=2, eps=2e-3, stride_on_3x3=True)
     # kt checkpoint of the Keras net: torchvision names, conv biases, arch in
     # metadata, and a custom head instead of fc.
     ck = {k: v for k, v in narrow.items() if not k.startswith("fc.")}
