@@ -10,12 +10,16 @@
  *     OUTDIR/input_roi.bin       (same through the region-of-interest decode)
  *   imgdump resize RAW W H OW OH OUT   Pillow resize of a raw H x W x 3 file
  *   imgdump decode FILE OUT            decoded pixels; prints "W H" on stdout
+ *   imgdump dataset ROOT [WORKERS]     scans ROOT and loads one epoch through the
+ *                                      eval loader; prints counts and the warnings
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataset.h"
 #include "image.h"
+#include "loader.h"
 #include "transform.h"
 
 static int put(const char *dir, const char *name, const void *p, size_t n)
@@ -102,8 +106,44 @@ static int resize_raw(char **a)
     return rc;
 }
 
+static int dataset(const char *root, int workers)
+{
+    kt_dataset ds;
+    kt_err err;
+    kt_loader *l = NULL;
+    if (kt_dataset_scan(&ds, root, &err)) {
+        fprintf(stderr, "imgdump: %s\n", err.msg);
+        return 1;
+    }
+    kt_loader_opts o = {0};
+    o.ds = &ds, o.batch = 16, o.image_size = 224, o.resize = 256, o.norm = norm_named("torch");
+    o.workers = workers, o.epochs = 1;
+    int rc = 1, images = 0, batches = 0;
+    const kt_batch *b;
+    if (kt_loader_init(&l, &o, &err))
+        goto fail;
+    kt_status st;
+    while ((st = kt_loader_next(l, &b, &err)) == KT_OK && b) {
+        images += b->n, batches++;
+        fputs(b->warnings, stdout);
+    }
+    if (st)
+        goto fail;
+    printf("classes %d files %d images %d batches %d skipped %lld wait %.3f s\n", ds.nclasses, ds.n,
+           images, batches, (long long)kt_loader_skipped(l), kt_loader_wait_seconds(l));
+    rc = 0;
+fail:
+    if (rc)
+        fprintf(stderr, "imgdump: %s\n", err.msg);
+    kt_loader_free(l);
+    kt_dataset_free(&ds);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[1], "dataset"))
+        return dataset(argv[2], argc > 3 ? atoi(argv[3]) : 2);
     if (argc >= 5 && !strcmp(argv[1], "stages"))
         return stages(argv[2], argv[3], argv[4], argc > 5 ? atoi(argv[5]) : 256,
                       argc > 6 ? atoi(argv[6]) : 224);
@@ -122,6 +162,7 @@ int main(int argc, char **argv)
         return rc;
     }
     fprintf(stderr, "usage: imgdump stages FILE OUTDIR torch|caffe [RESIZE CROP]\n"
-                    "       imgdump resize RAW W H OW OH OUT\n       imgdump decode FILE OUT\n");
+                    "       imgdump resize RAW W H OW OH OUT\n       imgdump decode FILE OUT\n"
+                    "       imgdump dataset ROOT [WORKERS]\n");
     return 2;
 }
