@@ -591,10 +591,13 @@ static void count_blocks(ctx *c, kt_arch *a)
                 break;
         }
         a->depth[s] = b;
-        /* Other schemes get Caffe-style Keras names too; letters run out at z. */
-        if (b > 26)
-            c->numbered[s] = 1;
     }
+    /* Other schemes get Caffe-style Keras names too: Caffe's ResNet-101/152
+     * number the blocks of res3 and res4 (res4b1..res4b22); letters suit the
+     * rest and would run out at z anyway. */
+    if (c->sc != SCHEME_CAFFE)
+        for (int s = 0; s < 4; s++)
+            c->numbered[s] = a->depth[s] > 26 || ((s == 1 || s == 2) && a->depth[2] > 6);
 }
 
 /* torchvision files: a block numbered past the counted ones means a gap
