@@ -10,7 +10,8 @@
  * is the same too. last.safetensors holds all of it; a resumed run with the
  * same thread count continues bit-identically (BLAS results depend on the
  * thread count, nothing else here does). Running the same job again continues
- * an unfinished run in output.dir, so cron and CI need no special case.
+ * an unfinished run in output.dir (and only re-checks a finished one), so cron
+ * and CI need no special case; --force starts over.
  *
  * Between epochs, last.safetensors is also refreshed every 5 minutes of
  * training (KT_CHECKPOINT_SECONDS overrides that, e.g. for the crash tests),
@@ -1003,11 +1004,6 @@ static kt_status run(trainer *t, kt_err *err)
         return kt_err_set(err, KT_ERR_USAGE, "--resume: %s does not exist (nothing to resume)", path);
     if (t->resume && (st = resume(t, err)) != KT_OK)
         return st;
-    if (t->resume_auto && t->finished)
-        return kt_err_set(err, KT_ERR_USAGE,
-                          "output.dir: %s holds a finished run; use --force to start over, or "
-                          "--resume to check it again",
-                          t->dir);
     t->step0 = t->step;
     if ((st = checksum_frozen_model(t, &t->frozen_sum, err)) != KT_OK)
         return st;
@@ -1046,6 +1042,11 @@ static kt_status run(trainer *t, kt_err *err)
         cJSON_Delete(o);
     }
 
+    if (t->finished)
+        kt_progress_printf(&t->prog,
+                           "the run in %s is already finished (%s); checking it again (--force "
+                           "starts over)\n",
+                           t->dir, t->finished_why);
     if (!t->finished) {
         kt_augment aug = {.rrc = s->data.augment.random_resized_crop.enabled,
                           .scale = {s->data.augment.random_resized_crop.scale[0],
