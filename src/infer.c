@@ -36,7 +36,8 @@ kt_status kt_infer_open(kt_infer *inf, const char *model, const char *layer, int
     inf->input = malloc(sizeof(float) * 3 * (size_t)batch * crop * crop);
     if (!inf->input) return kt_err_set(err, KT_ERR_RUNTIME, "out of memory for the input batch");
     if (inf->point > 0) {
-        kt_resnet_plan plan = {batch, crop, inf->point, inf->point, 0};
+        kt_resnet_plan plan = {.batch = batch, .image_size = crop, .freeze = inf->point,
+                               .stop = inf->point};
         if ((st = kt_resnet_init(&inf->r, inf->a, &plan, err)) != KT_OK) return st;
     }
     return KT_OK;

@@ -37,6 +37,10 @@ static int g_threads = 1;
 
 void kt_ops_set_threads(int n) { g_threads = n > 0 ? n : 1; }
 
+/* With the count at 1, OpenBLAS runs each call on the calling thread with its
+ * own buffers, so several threads may call it at once. */
+void kt_ops_gemm_serial(int serial) { openblas_set_num_threads(serial ? 1 : g_threads); }
+
 /* ---------------------------------------------------------------- conv */
 
 void kt_conv_shape_init(kt_conv_shape *s, int n, int cin, int h, int w, int cout, int k,

@@ -127,5 +127,9 @@ void kt_bias_act(float *x /* [c][m] */, const float *bias /* [c] or NULL */, int
 
 /* Thread count for BLAS (and the ops' own loops); set once by blas.c. */
 void kt_ops_set_threads(int n);
+/* serial = 1: GEMMs run single-threaded in the calling thread (for callers
+ * that run several GEMMs in parallel threads of their own, e.g. the frozen
+ * part's image lanes in resnet.c); 0: back to the kt_ops_set_threads count. */
+void kt_ops_gemm_serial(int serial);
 
 #endif

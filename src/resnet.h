@@ -25,6 +25,8 @@ typedef struct {
     int train;        /* 1: keep activations of the trainable part for backward;
                        * 0: inference only, everything up to stop is frozen
                        * (freeze is taken as stop) */
+    int chunk;        /* images per lane chunk of the frozen part (resnet.c);
+                       * 0 = automatic (4 at 224x224); set only by tests */
 } kt_resnet_plan;
 
 typedef struct kt_resnet kt_resnet;

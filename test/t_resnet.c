@@ -222,9 +222,12 @@ static double rel_err(const float *x, const dt *ref, int n)
     return sqrt(d / (r > 0 ? r : 1));
 }
 
+static int g_chunk; /* kt_resnet_plan.chunk for the nets made next */
+
 static kt_resnet *mk_net(const kt_arch *a, int batch, int S, int freeze, int stop, int train)
 {
-    kt_resnet_plan plan = {batch, S, freeze, stop, train};
+    kt_resnet_plan plan = {.batch = batch, .image_size = S, .freeze = freeze, .stop = stop,
+                           .train = train, .chunk = g_chunk};
     kt_resnet *r = NULL;
     kt_err err = {0};
     if (kt_resnet_init(&r, a, &plan, &err) != KT_OK) printf("# init failed: %s\n", err.msg);
@@ -451,7 +454,9 @@ static void test_plan_errors(void)
 {
     variant v = {1, 1, 0, 1e-5f, "v1.5"};
     kt_arch *a = tiny_arch(&v);
-    kt_resnet_plan bad[3] = {{0, 19, 0, 5, 0}, {2, 19, 0, 9, 0}, {2, 19, 4, 3, 1}};
+    kt_resnet_plan bad[3] = {{.batch = 0, .image_size = 19, .stop = 5},
+                             {.batch = 2, .image_size = 19, .stop = 9},
+                             {.batch = 2, .image_size = 19, .freeze = 4, .stop = 3, .train = 1}};
     const char *why[3] = {"batch 0", "stop past logits", "freeze after stop"};
     for (int i = 0; i < 3; i++) {
         kt_resnet *r = NULL;
@@ -461,6 +466,39 @@ static void test_plan_errors(void)
               err.msg);
     }
     kt_resnet_free(NULL);
+    free_arch(a);
+}
+
+/* The frozen part splits the batch over threads ("lanes") and each lane's
+ * share into chunks: every split must give the single-thread, single-chunk
+ * result, for maps (gathered back into [C][N][H][W]) and pooled rows. */
+static void test_lanes(void)
+{
+    variant v = {1, 1, 0, 1e-5f, "v1.5"};
+    const int n = 7, S = 19;
+    kt_arch *a = tiny_arch(&v);
+    int np = kt_arch_npoints(a);
+    float *in = malloc(sizeof(float) * 3 * n * S * S);
+    for (int i = 0; i < 3 * n * S * S; i++) in[i] = rnd();
+    dt ref[16];
+    ref_forward(ref, a, in, n, S);
+    const int stops[2] = {3, np - 1};
+    for (int t = 1; t <= 3; t++)
+        for (int chunk = 1; chunk <= 3; chunk += 2)
+            for (int si = 0; si < 2; si++) {
+                kt_blas_set_threads(t);
+                g_chunk = chunk;
+                kt_resnet *r = mk_net(a, 8, S, stops[si], stops[si], 0);
+                const float *y = r ? kt_resnet_forward(r, 0, in, n, 0) : NULL;
+                double e = y ? rel_err(y, &ref[stops[si]], n) : 1;
+                CHECK(e < 2e-6, "%d threads, chunks of %d images, 7 of 8 images, stop %d: rel %.2e", t,
+                      chunk, stops[si], e);
+                kt_resnet_free(r);
+            }
+    g_chunk = 0;
+    kt_blas_set_threads(0);
+    for (int p = 0; p < np; p++) free(ref[p].v);
+    free(in);
     free_arch(a);
 }
 
@@ -478,5 +516,6 @@ int main(int argc, char **argv)
         test_backward(&vs[i]);
     }
     test_plan_errors();
+    test_lanes();
     TEST_EXIT();
 }
