@@ -82,7 +82,8 @@ kt_status kt_head_init(kt_head **out, const kt_head_shape *s, int batch, kt_err 
     if (!h)
         goto oom;
     h->shape = *s;
-    memcpy(h->hidden, s->hidden, sizeof(int) * (size_t)s->nhidden);
+    if (s->nhidden > 0)
+        memcpy(h->hidden, s->hidden, sizeof(int) * (size_t)s->nhidden);
     h->shape.hidden = h->hidden;
     h->batch = batch;
     h->nlayers = s->nhidden + 1;
