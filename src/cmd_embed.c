@@ -7,6 +7,7 @@
  * (--skip-bad may drop images), so the header is written with room for the
  * largest possible count and rewritten, same length, before the rename.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,7 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
     snprintf(tmp, tl, "%s.tmp", out);
     if (!(f = fopen(tmp, "wb")) || fwrite(hdr, 1, (size_t)hlen, f) != (size_t)hlen) {
         free(rowbuf);
-        st = kt_err_set(err, KT_ERR_RUNTIME, "%s: cannot write", tmp);
+        st = kt_err_set(err, KT_ERR_RUNTIME, "%s: cannot write: %s", tmp, strerror(errno));
         goto fail;
     }
     struct timespec t0, t1;
