@@ -15,6 +15,7 @@
  */
 #include "transform.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ typedef struct {
     int *start, *count;
     int32_t *k;
     int ksize;
+    int taps;               /* every count[i] == taps (see axis_pad), or 0 */
 } axis;
 
 static int axis_ksize(int in, int out)
@@ -119,10 +121,30 @@ static void axis_init(axis *a, int in, int out, int o0, int n)
     free(heap);
 }
 
-static uint8_t clip8(int32_t v)
+/* Gives every output the same number of taps, the largest count, so the
+ * passes can run fixed-length loops: shorter windows get zero weights on the
+ * right or, where that would reach past the last input any output uses (the
+ * region a caller decoded), move left with their weights shifted right.
+ * Zero-weight taps add nothing, so the sums are unchanged. */
+static void axis_pad(axis *a, int n)
 {
-    v >>= PRECISION_BITS;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    int K = 0, hi = 0;
+    for (int i = 0; i < n; i++) {
+        K = a->count[i] > K ? a->count[i] : K;
+        hi = a->start[i] + a->count[i] > hi ? a->start[i] + a->count[i] : hi;
+    }
+    for (int i = 0; i < n; i++) {
+        int32_t *k = a->k + (size_t)i * a->ksize;
+        int shift = a->start[i] + K - hi;
+        if (shift > 0) {
+            memmove(k + shift, k, (size_t)a->count[i] * sizeof *k);
+            for (int j = 0; j < shift; j++)
+                k[j] = 0;
+            a->start[i] -= shift;
+        }
+        a->count[i] = K;
+    }
+    a->taps = K;
 }
 
 /* Scratch layout for one resample; sizes in bytes, each part 16-aligned. */
@@ -165,7 +187,133 @@ typedef struct {
     size_t stride;          /* pixels per row of px */
     int ox, oy;             /* image coordinates of px[0] */
     int in_w, in_h;
+    const uint8_t *end;     /* end of the buffer px points into */
 } source;
+
+/* Writes the window [x0, x0+cw) x [y0, y0+ch) of the (ow x oh) resize of src
+ * to out [ch][cw][3]. Allocation only when ws must grow. */
+/* The passes store (acc >> 22) without clamping to 0..255: the triangle
+ * filter's weights are all >= 0, so acc >= 0, and each rounds up by at most
+ * 1/2, so sum(k) <= 2^22 + taps/2 and acc < 2^21 + 255 * (2^22 + taps/2)
+ * < 256 * 2^22 for any tap count below 16000. Pillow's clamp never acts. */
+
+/* One row of the horizontal pass with K taps per output pixel; K is a
+ * constant where this is inlined, so the tap loop unrolls. The three
+ * channels of a pixel are summed as lanes of one vector (the fourth lane
+ * reads the next byte, so the row must not end the buffer: wide = 0 then). */
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline __attribute__((always_inline)) void hrow(uint8_t *t, const uint8_t *row,
+                                                       const axis *ax, int cw, int K, int wide)
+{
+    const int32_t *k = ax->k;
+    for (int i = 0; i < cw; i++, t += 3, k += ax->ksize) {
+        const uint8_t *s = row + (size_t)ax->start[i] * 3;
+        if (wide) {
+            v4i a = {1 << (PRECISION_BITS - 1), 1 << (PRECISION_BITS - 1), 1 << (PRECISION_BITS - 1), 0};
+#pragma GCC unroll 16
+            for (int j = 0; j < K; j++) {
+                v4i p = {s[3 * j], s[3 * j + 1], s[3 * j + 2], s[3 * j + 3]};
+                a += p * k[j];
+            }
+            a >>= PRECISION_BITS;
+            t[0] = (uint8_t)a[0], t[1] = (uint8_t)a[1], t[2] = (uint8_t)a[2];
+            continue;
+        }
+        int32_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++) {
+            a0 += s[3 * j] * k[j];
+            a1 += s[3 * j + 1] * k[j];
+            a2 += s[3 * j + 2] * k[j];
+        }
+        t[0] = (uint8_t)(a0 >> PRECISION_BITS);
+        t[1] = (uint8_t)(a1 >> PRECISION_BITS);
+        t[2] = (uint8_t)(a2 >> PRECISION_BITS);
+    }
+}
+
+/* One output row of the vertical pass: n bytes from K rows stride apart,
+ * in blocks of 16 that the compiler can turn into vector code. */
+static inline __attribute__((always_inline)) void vrow(uint8_t *o, const uint8_t *s, size_t stride,
+                                                       const int32_t *k, int n, int K)
+{
+    int x = 0;
+    for (; x + 16 <= n; x += 16) {
+        int32_t a[16];
+        for (int u = 0; u < 16; u++)
+            a[u] = 1 << (PRECISION_BITS - 1);
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++)
+            for (int u = 0; u < 16; u++)
+                a[u] += s[(size_t)j * stride + x + u] * k[j];
+        for (int u = 0; u < 16; u++)
+            o[x + u] = (uint8_t)(a[u] >> PRECISION_BITS);
+    }
+    for (; x < n; x++) {
+        int32_t a = 1 << (PRECISION_BITS - 1);
+        for (int j = 0; j < K; j++)
+            a += s[(size_t)j * stride + x] * k[j];
+        o[x] = (uint8_t)(a >> PRECISION_BITS);
+    }
+}
+
+/* Dispatch to constant tap counts (the common downscale ratios up to 4x and
+ * all upscales), a loop with a variable count otherwise. */
+#define BY_TAPS(K, CALL)                                                       \
+    switch (K) {                                                               \
+    case 2: CALL(2); break;                                                    \
+    case 3: CALL(3); break;                                                    \
+    case 4: CALL(4); break;                                                    \
+    case 5: CALL(5); break;                                                    \
+    case 6: CALL(6); break;                                                    \
+    case 7: CALL(7); break;                                                    \
+    case 8: CALL(8); break;                                                    \
+    case 9: CALL(9); break;                                                    \
+    default: CALL(K); break;                                                   \
+    }
+
+/* AVX2 copies of the passes where the CPU has it (chosen once at load by the
+ * dynamic linker): the vertical pass's 32-bit multiplies are single
+ * instructions there instead of SSE2's emulation. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+VECTOR_CLONES
+static void hpass(uint8_t *tmp, const source *src, const axis *ax, int r0, int r1, int cw)
+{
+    /* The last byte any pixel of a row reads, relative to the row start. */
+    size_t reach = ((size_t)ax->start[cw - 1] + (size_t)ax->taps) * 3;
+    for (int y = r0; y < r1; y++) {
+        const uint8_t *row = src->px + ((size_t)(y - src->oy) * src->stride - (size_t)src->ox) * 3;
+        uint8_t *t = tmp + (size_t)(y - r0) * cw * 3;
+        if (row + reach < src->end) {
+#define H(K) hrow(t, row, ax, cw, K, 1)
+            BY_TAPS(ax->taps, H)
+#undef H
+        } else {
+#define H(K) hrow(t, row, ax, cw, K, 0)
+            BY_TAPS(ax->taps, H)
+#undef H
+        }
+    }
+}
+
+VECTOR_CLONES
+static void vpass(uint8_t *out, const uint8_t *tmp, const axis *ay, int r0, int ch, int cw)
+{
+    size_t n3 = (size_t)cw * 3;
+    for (int y = 0; y < ch; y++) {
+        const int32_t *k = ay->k + (size_t)y * ay->ksize;
+        const uint8_t *s = tmp + (size_t)(ay->start[y] - r0) * n3;
+#define V(K) vrow(out + (size_t)y * n3, s, n3, k, (int)n3, K)
+        BY_TAPS(ay->taps, V)
+#undef V
+    }
+}
 
 /* Writes the window [x0, x0+cw) x [y0, y0+ch) of the (ow x oh) resize of src
  * to out [ch][cw][3]. Allocation only when ws must grow. */
@@ -177,58 +325,28 @@ static int resample(uint8_t *out, const source *src, int ow, int oh, int x0, int
     axis ax, ay;
 
     /* Input rows the vertical pass reads: from the first output row's first
-     * tap to the last one's last (axis_init's bounds, which grow with i). */
+     * tap to the last one's last (axis_init's bounds, which grow with i);
+     * padding to equal tap counts can add up to ky rows. */
     double sy = (double)src->in_h / oh, fy = sy < 1.0 ? 1.0 : sy;
     int r0 = (int)((y0 + 0.5) * sy - fy + 0.5), r1 = (int)((y0 + ch - 0.5) * sy + fy + 0.5);
-    r0 = r0 < 0 ? 0 : r0;
-    r1 = r1 > src->in_h ? src->in_h : r1;
-    if (!grow(ws, need + (size_t)(r1 - r0) * cw * 3))
+    size_t rows = (size_t)(r1 - r0 + ky);
+    if (!grow(ws, need + rows * cw * 3))
         return 0;
     uint8_t *p = axis_carve(&ax, ws->buf, cw, kx);
     p = axis_carve(&ay, p, ch, ky);
     uint8_t *tmp = p;
     axis_init(&ax, src->in_w, ow, x0, cw);
     axis_init(&ay, src->in_h, oh, y0, ch);
-
-    /* Horizontal pass: rows r0..r1-1, the cw columns. */
-    for (int y = r0; y < r1; y++) {
-        const uint8_t *row = src->px + ((size_t)(y - src->oy) * src->stride) * 3;
-        uint8_t *t = tmp + (size_t)(y - r0) * cw * 3;
-        for (int i = 0; i < cw; i++, t += 3) {
-            const uint8_t *s = row + (size_t)(ax.start[i] - src->ox) * 3;
-            const int32_t *k = ax.k + (size_t)i * kx;
-            int32_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
-            for (int j = 0, n = ax.count[i]; j < n; j++, s += 3) {
-                a0 += s[0] * k[j];
-                a1 += s[1] * k[j];
-                a2 += s[2] * k[j];
-            }
-            t[0] = clip8(a0), t[1] = clip8(a1), t[2] = clip8(a2);
-        }
-    }
-
-    /* Vertical pass: each output row is a weighted sum of whole temp rows;
-     * accumulated tap by tap so the inner loop runs over contiguous bytes. */
-    int n3 = cw * 3;
-    int32_t acc[1024 * 3];
+    axis_pad(&ax, cw);
+    axis_pad(&ay, ch);
+    r0 = ay.start[0], r1 = 0;
     for (int y = 0; y < ch; y++) {
-        const int32_t *k = ay.k + (size_t)y * ky;
-        const uint8_t *base = tmp + (size_t)(ay.start[y] - r0) * n3;
-        uint8_t *o = out + (size_t)y * n3;
-        for (int c0 = 0; c0 < n3; c0 += 1024 * 3) {
-            int m = n3 - c0 < 1024 * 3 ? n3 - c0 : 1024 * 3;
-            for (int x = 0; x < m; x++)
-                acc[x] = 1 << (PRECISION_BITS - 1);
-            for (int j = 0, n = ay.count[y]; j < n; j++) {
-                const uint8_t *s = base + (size_t)j * n3 + c0;
-                int32_t kj = k[j];
-                for (int x = 0; x < m; x++)
-                    acc[x] += s[x] * kj;
-            }
-            for (int x = 0; x < m; x++)
-                o[c0 + x] = clip8(acc[x]);
-        }
+        r0 = ay.start[y] < r0 ? ay.start[y] : r0;
+        r1 = ay.start[y] + ay.taps > r1 ? ay.start[y] + ay.taps : r1;
     }
+    assert((size_t)(r1 - r0) <= rows);
+    hpass(tmp, src, &ax, r0, r1, cw);
+    vpass(out, tmp, &ay, r0, ch, cw);
     return 1;
 }
 
@@ -322,7 +440,8 @@ kt_status kt_transform_eval_ws(float *out, size_t cstride, const kt_image *img, 
         return kt_err_set(err, KT_ERR_RUNTIME, "decoded window %dx%d+%d+%d misses the crop region",
                           img->w, img->h, img->x0, img->y0);
     size_t px = (size_t)crop * crop;
-    source src = {img->rgb, (size_t)img->w, img->x0, img->y0, W, H};
+    source src = {img->rgb, (size_t)img->w, img->x0, img->y0, W, H,
+                  img->rgb + (size_t)img->w * img->h * 3};
     if (!grow_px(ws, px * 3) || !resample(ws->px, &src, ow, oh, left, top, crop, crop, ws))
         return kt_err_set(err, KT_ERR_RUNTIME, "out of memory resizing an image");
     kt_transform_normalize(out, cstride, ws->px, px, norm);
@@ -363,7 +482,7 @@ kt_status kt_transform_resize(kt_image *out, const kt_image *in, int ow, int oh,
     if (st)
         return st;
     kt_transform_ws ws = {0};
-    source src = {in->rgb, (size_t)in->w, 0, 0, in->w, in->h};
+    source src = {in->rgb, (size_t)in->w, 0, 0, in->w, in->h, in->rgb + (size_t)in->w * in->h * 3};
     int ok = resample(out->rgb, &src, ow, oh, 0, 0, ow, oh, &ws);
     kt_transform_ws_free(&ws);
     return ok ? KT_OK : kt_err_set(err, KT_ERR_RUNTIME, "out of memory resizing an image");
@@ -498,7 +617,8 @@ kt_status kt_transform_train(float *out, size_t cstride, const kt_image *img, in
     if (aug->rrc) {
         int x, y, bw, bh;
         kt_transform_rrc_box(img->w, img->h, aug, seed, epoch, sample, &x, &y, &bw, &bh);
-        source src = {img->rgb + ((size_t)y * img->w + x) * 3, (size_t)img->w, 0, 0, bw, bh};
+        source src = {img->rgb + ((size_t)y * img->w + x) * 3, (size_t)img->w, 0, 0, bw, bh,
+                      img->rgb + (size_t)img->w * img->h * 3};
         if (!resample(ws->px, &src, size, size, 0, 0, size, size, ws))
             goto oom;
     } else {
@@ -508,7 +628,8 @@ kt_status kt_transform_train(float *out, size_t cstride, const kt_image *img, in
         int ow, oh, left, top;
         kt_transform_resize_size(img->w, img->h, resize, &ow, &oh);
         kt_transform_crop_offsets(ow, oh, size, &left, &top);
-        source src = {img->rgb, (size_t)img->w, 0, 0, img->w, img->h};
+        source src = {img->rgb, (size_t)img->w, 0, 0, img->w, img->h,
+                      img->rgb + (size_t)img->w * img->h * 3};
         if (!resample(ws->px, &src, ow, oh, left, top, size, size, ws))
             goto oom;
     }
