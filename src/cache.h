@@ -181,7 +181,7 @@ typedef struct {
     double fill_seconds;        /* the whole open: hashing, reading entries, computing */
     double seconds_per_image;   /* frozen forward per image, measured by this run or the
                                  * last run that computed entries of this group; 0 unknown */
-    double saved_seconds;       /* estimate: (served + hits - computed... see kt_cache_stats_add) */
+    double saved_seconds;       /* estimate, see kt_cache_stats_add */
 } kt_cache_stats;
 
 typedef struct kt_cache kt_cache;

@@ -16,5 +16,6 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err);
 kt_status kt_cmd_inspect(int argc, char **argv, kt_err *err);
 kt_status kt_cmd_validate(int argc, char **argv, kt_err *err);
 kt_status kt_cmd_check(int argc, char **argv, kt_err *err);
+kt_status kt_cmd_cache(int argc, char **argv, kt_err *err);
 
 #endif
