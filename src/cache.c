@@ -459,7 +459,6 @@ struct kt_cache {
     int *labels, *samples, *pick; /* [batch]; pick: slot index per kept sample */
     uint8_t *warned;            /* [n] */
     char *warn_text;            /* [batch][MSG + 1] + 1 */
-    char *fill_warnings;        /* messages of bad files, one per line */
     kt_batch out;
     int64_t seq;                /* kt_cache_next position */
     kt_cache_stats st;
@@ -1247,19 +1246,6 @@ kt_status kt_cache_open(kt_cache **out, const kt_cache_opts *opts, kt_err *err)
     c->st.bytes = (int64_t)c->arena_bytes;
     c->st.mapped = c->mapped;
 
-    /* The bad files' messages, in dataset order, for the caller's log. */
-    size_t len = strlen(c->write_msg) + 2;
-    for (int i = 0; i < c->n; i++)
-        len += c->img[i].bad ? strlen(c->img[i].msg ? c->img[i].msg : "") + 1 : 0;
-    if (!(c->fill_warnings = malloc(len)))
-        goto oom;
-    char *w = c->fill_warnings;
-    *w = '\0';
-    for (int i = 0; i < c->n; i++)
-        if (c->img[i].bad)
-            w += sprintf(w, "%s\n", c->img[i].msg ? c->img[i].msg : "");
-    if (c->write_msg[0])
-        sprintf(w, "%s\n", c->write_msg);
     free_workers(workers, nw);
     c->st.fill_seconds = now() - t_open;
     *out = c;
@@ -1284,7 +1270,7 @@ void kt_cache_free(kt_cache *c)
         free(c->arena);
     free(c->img), free(c->have), free(c->perm), free(c->warned), free(c->act);
     free(c->labels), free(c->samples), free(c->pick), free(c->warn_text);
-    free(c->fill_warnings), free(c->key_text);
+    free(c->key_text);
     free(c);
 }
 
@@ -1383,7 +1369,7 @@ int kt_cache_batches_per_epoch(const kt_cache *c) { return c->nb; }
 
 int64_t kt_cache_bytes(const kt_cache *c) { return c && !c->mapped ? (int64_t)c->arena_bytes : 0; }
 
-const char *kt_cache_warnings(const kt_cache *c) { return c->fill_warnings; }
+const char *kt_cache_warnings(const kt_cache *c) { return c->write_msg; }
 
 const char *kt_cache_group_dir(const kt_cache *c) { return c->gdir; }
 

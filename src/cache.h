@@ -95,8 +95,8 @@
  *    during the fill: what was computed is kept in the folder; return it.
  *    Log the fill: "cache: 398 of 398 activations from <dir> (100%), 0
  *    computed; 312 MiB in memory" (kt_cache_stats: hits, computed,
- *    rebuilt, bytes, mapped) and warn once per bad file (kt_cache_warnings).
- *    Then skip kt_loader_init for the training set.
+ *    rebuilt, bytes, mapped) and kt_cache_warnings when not "". Then skip
+ *    kt_loader_init for the training set.
  * 3. In the loop: kt_cache_next(t->cache, &b, err) in place of
  *    kt_loader_next (same kt_batch, same order, same skips), and in
  *    train_step the forward starts at the cut:
@@ -215,7 +215,9 @@ void kt_cache_stats_add(kt_cache_stats *sum, const kt_cache *c);
 cJSON *kt_cache_stats_json(const kt_cache_stats *s);
 /* Bytes of RAM c holds (0 when mapped), to split a budget between caches. */
 int64_t kt_cache_bytes(const kt_cache *c);
-/* Messages of the files found bad by the fill, one per line ("" for none). */
+/* A problem of the folder worth a warning, "" when none: entries could not
+ * be written (full or read-only disk), so this run keeps them in memory only.
+ * Bad images are reported by the batches, as the loader does. */
 const char *kt_cache_warnings(const kt_cache *c);
 /* The group folder of c's entries. */
 const char *kt_cache_group_dir(const kt_cache *c);
