@@ -376,3 +376,23 @@ kt_status kt_ckpt_restore(const kt_weights *w, const cJSON *meta, kt_param *cons
     kt_optim_set_t(optim, (int64_t)t);
     return KT_OK;
 }
+
+kt_status kt_ckpt_head(kt_head **out, const kt_weights *w, const kt_ckpt_info *info, int batch,
+                       kt_err *err)
+{
+    kt_head_shape hs = kt_ckpt_info_head(info);
+    kt_head *h = NULL;
+    kt_param *ps[2 * 65];
+    kt_status st = kt_head_init(&h, &hs, batch, err);
+    *out = NULL;
+    if (st != KT_OK)
+        return kt_err_prefix(err, "%s: kt metadata \"head\"", kt_weights_path(w));
+    for (int i = 0; i < kt_head_nparams(h); i++)
+        ps[i] = kt_head_param(h, i);
+    if ((st = kt_ckpt_restore(w, NULL, ps, kt_head_nparams(h), NULL, 0, NULL, err)) != KT_OK) {
+        kt_head_free(h);
+        return st;
+    }
+    *out = h;
+    return KT_OK;
+}

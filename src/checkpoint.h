@@ -89,6 +89,11 @@ void kt_ckpt_info_free(kt_ckpt_info *info);
 /* The head shape described by info (hidden points into info). */
 kt_head_shape kt_ckpt_info_head(const kt_ckpt_info *info);
 
+/* The head a checkpoint describes, planned for batch rows, with its trained
+ * parameters (for predict and eval). Caller frees with kt_head_free. */
+kt_status kt_ckpt_head(kt_head **out, const kt_weights *w, const kt_ckpt_info *info, int batch,
+                       kt_err *err);
+
 /* Copies the tensor of w named like each param, buffer and (when optim is not
  * NULL) optimizer state into it, checking shapes, and sets the optimizer's t
  * from meta; a missing or misshapen tensor is an error naming it and the file. */

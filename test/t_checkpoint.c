@@ -275,6 +275,19 @@ static void test_write_and_read(void)
                          : *x->idata == *y->idata;
     }
     CHECK(ident, "restored model continues bit-identically");
+
+    /* The head alone, as predict builds it: the checkpoint's shape and values. */
+    kt_head *hh;
+    CHECK(kt_ckpt_head(&hh, w, &info, B, &err) == KT_OK, "head from the checkpoint: %s", err.msg);
+    int hsame = kt_head_nparams(hh) == 4 && kt_head_get_shape(hh)->act == KT_ACT_RELU;
+    for (int i = 0; hsame && i < kt_head_nparams(hh); i++) {
+        const kt_param *p = kt_head_param(hh, i);
+        const kt_tensor *x = kt_weights_find(w, p->name);
+        hsame = x && x->numel == p->numel &&
+                memcmp(x->data, p->data, sizeof(float) * (size_t)p->numel) == 0;
+    }
+    CHECK(hsame, "head from the checkpoint holds the saved values");
+    kt_head_free(hh);
     kt_ckpt_info_free(&info);
     cJSON_Delete(back);
 
