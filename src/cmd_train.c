@@ -120,6 +120,10 @@ typedef struct {
     double t0;
     int64_t images, skipped;
     double wait_s;
+    double train_s;             /* in training steps (data wait included; validation
+                                 * and checkpoints not) */
+    double ep_train_s;          /* ... during the current epoch */
+    int64_t ep_images;
     char line[1024];            /* step log line, formatted without allocating */
     char dir[4096];
 } trainer;
@@ -768,7 +772,9 @@ static kt_status end_epoch(trainer *t, double lr, kt_err *err)
         cJSON_AddItemToObject(o, "val", kt_metrics_json(&t->vm, (const char *const *)t->val.classes));
         cJSON_AddNumberToObject(o, "val_seconds", t_val);
     }
-    cJSON_AddNumberToObject(o, "images_per_s", t->images / (now() - t->t0));
+    cJSON_AddNumberToObject(o, "train_images_per_s",
+                            t->ep_train_s > 0 ? (double)t->ep_images / t->ep_train_s : 0);
+    cJSON_AddNumberToObject(o, "train_seconds", t->ep_train_s);
     cJSON_AddNumberToObject(o, "data_wait_s", t->wait_s);
     cJSON_AddNumberToObject(o, "skipped", (double)t->skipped);
     cJSON_AddNumberToObject(o, "elapsed_s", secs);
@@ -792,6 +798,7 @@ static kt_status end_epoch(trainer *t, double lr, kt_err *err)
      * these files starts there. */
     t->epoch++, t->batch = 0;
     kt_metrics_reset(&t->tm);
+    t->ep_train_s = 0, t->ep_images = 0;
     if (t->epoch >= t->spec.train.epochs) {
         t->finished = 1;
         snprintf(t->finished_why, sizeof t->finished_why, "epochs");
@@ -847,9 +854,9 @@ static kt_status train_step(trainer *t, const kt_batch *b, double *lr, kt_err *e
 
 static kt_status log_step(trainer *t, const kt_batch *b, double lr, kt_err *err)
 {
-    double el = now() - t->t0, ips = el > 0 ? (double)t->images / el : 0;
+    double el = t->train_s, ips = el > 0 ? (double)t->images / el : 0;
     int64_t total = (int64_t)t->spec.train.epochs * t->bpe;
-    double per_step = t->step > t->step0 ? el / (double)(t->step - t->step0) : 0;
+    double per_step = t->step > t->step0 ? (now() - t->t0) / (double)(t->step - t->step0) : 0;
     kt_progress_step(&t->prog, b->epoch + 1, t->spec.train.epochs, b->index + 1, t->bpe, t->step,
                      kt_metrics_loss(&t->tm), kt_metrics_acc(&t->tm), ips,
                      per_step * (double)(total - t->step));
@@ -1080,6 +1087,7 @@ static kt_status run(trainer *t, kt_err *err)
     double lr = kt_schedule_lr(&t->sched, t->step);
     while (!t->finished) {
         const kt_batch *b;
+        double it0 = now();
         if ((st = kt_loader_next(loader, &b, err)) != KT_OK)
             goto done;
         if (!b)
@@ -1090,9 +1098,10 @@ static kt_status run(trainer *t, kt_err *err)
             kt_progress_printf(&t->prog, "kt: warning: %s\n", b->warnings);
         if (b->n > 0 && (st = train_step(t, b, &lr, err)) != KT_OK)
             goto done;
-        t->images += b->n;
+        t->images += b->n, t->ep_images += b->n;
         t->step = (int64_t)b->epoch * t->bpe + b->index + 1;
         t->batch = b->index + 1;
+        t->train_s += now() - it0, t->ep_train_s += now() - it0;
         if ((st = log_step(t, b, lr, err)) != KT_OK)
             goto done;
         int saved = 0;
