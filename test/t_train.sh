@@ -9,6 +9,7 @@
 BUILD=${KT_BUILD:-build}
 D=$OUT/train
 rm -rf "$D" && mkdir -p "$D"
+OUT=$D # expect_exit's last.out/last.err: our own, other test scripts may run at the same time
 
 # The dataset generator is a helper program, not a unit test: built here with
 # the Makefile's warning flags.
@@ -158,6 +159,25 @@ expect_exit 0 "early stopping" $KT train "$D/early.json"
 expect_grep "early stopping" "$OUT/last.err" "early stopping is logged"
 n=$(grep -c '"event":"epoch"' "$D/early/metrics.jsonl")
 [ "$n" -eq 2 ] && ok "early stopping after 2 epochs" || bad "early stopping: $n epochs"
+
+# --- other cuts, a split instead of a val folder, a checkpoint as the weights -----
+job cutnone '"epochs": 2'
+sed -i 's/"freeze": "layer3"/"freeze": "none"/; s/"epochs": 6, //' "$D/cutnone.json"
+expect_exit 0 "cut at none: everything trains" $KT train "$D/cutnone.json"
+expect_grep "frozen: 0 tensors" "$OUT/last.err" "cut at none: nothing frozen"
+job cutavg '"epochs": 2'
+sed -i 's/"freeze": "layer3"/"freeze": "avgpool"/; s/"epochs": 6, //; s/"name": "sgd"/"name": "adam"/' "$D/cutavg.json"
+expect_exit 0 "cut at avgpool with Adam: only the head trains" $KT train "$D/cutavg.json"
+expect_grep "frozen up to avgpool, 579 trainable values" "$OUT/last.err" "cut at avgpool: only the head's 579 values train"
+expect_grep "frozen: [0-9]* tensors up to avgpool are bit-identical" "$OUT/last.err" "cut at avgpool: the backbone verified"
+job split '"epochs": 2'
+sed -i 's#"val": "data/val"#"val": null, "val_split": 0.25#; s/"epochs": 6, //' "$D/split.json"
+expect_exit 0 "val_split instead of a val folder" $KT train "$D/split.json"
+expect_grep "train / [1-9][0-9]* val images" "$OUT/last.err" "val_split: both sets reported"
+job warm '"epochs": 1'
+sed -i "s#\"weights\": \"$FIX\"#\"weights\": \"$(pwd)/$R/best.safetensors\"#; s/\"epochs\": 6, //" "$D/warm.json"
+expect_exit 0 "a checkpoint as the weights of a new job" $KT train "$D/warm.json"
+expect_grep "bit-identical to .*ref/best.safetensors" "$OUT/last.err" "warm start: frozen part from the checkpoint"
 
 # --- --json-events -----------------------------------------------------------------------
 job events
