@@ -60,7 +60,8 @@ typedef struct {
      * [x0, x1) x [y0, y1); all zero = whole image. The decoder may return a
      * larger window (JPEG iMCU alignment, or the whole image); it always holds
      * the region, with exactly the pixels a full decode would give. Ignored
-     * (whole image) when dct_min_short scales the image. */
+     * (whole image) when dct_min_short scales the image. Rows below the region
+     * are never decoded, so a file truncated there is not noticed. */
     int roi_x0, roi_y0, roi_x1, roi_y1;
 } kt_image_opts;
 

@@ -168,14 +168,15 @@ static uint8_t *axis_carve(axis *a, uint8_t *p, int n, int ksize)
     return p + align16((size_t)n * ksize * sizeof(int32_t));
 }
 
-static int grow(kt_transform_ws *ws, size_t bytes)
+/* Grows *buf to at least bytes (contents not kept); 0 when out of memory. */
+static int grow(uint8_t **buf, size_t *cap, size_t bytes)
 {
-    if (bytes <= ws->cap)
+    if (bytes <= *cap)
         return 1;
-    uint8_t *p = realloc(ws->buf, bytes);
+    uint8_t *p = realloc(*buf, bytes);
     if (!p)
         return 0;
-    ws->buf = p, ws->cap = bytes;
+    *buf = p, *cap = bytes;
     return 1;
 }
 
@@ -330,7 +331,7 @@ static int resample(uint8_t *out, const source *src, int ow, int oh, int x0, int
     double sy = (double)src->in_h / oh, fy = sy < 1.0 ? 1.0 : sy;
     int r0 = (int)((y0 + 0.5) * sy - fy + 0.5), r1 = (int)((y0 + ch - 0.5) * sy + fy + 0.5);
     size_t rows = (size_t)(r1 - r0 + ky);
-    if (!grow(ws, need + rows * cw * 3))
+    if (!grow(&ws->buf, &ws->cap, need + rows * cw * 3))
         return 0;
     uint8_t *p = axis_carve(&ax, ws->buf, cw, kx);
     p = axis_carve(&ay, p, ch, ky);
@@ -405,17 +406,6 @@ void kt_transform_eval_roi(int w, int h, int resize, int crop, int *x0, int *y0,
     *y1 = d > h ? h : d;
 }
 
-static int grow_px(kt_transform_ws *ws, size_t bytes)
-{
-    if (bytes <= ws->pxcap)
-        return 1;
-    uint8_t *p = realloc(ws->px, bytes);
-    if (!p)
-        return 0;
-    ws->px = p, ws->pxcap = bytes;
-    return 1;
-}
-
 static kt_status check_sizes(int resize, int crop, kt_err *err)
 {
     if (crop < 1 || resize < crop)
@@ -442,7 +432,7 @@ kt_status kt_transform_eval_ws(float *out, size_t cstride, const kt_image *img, 
     size_t px = (size_t)crop * crop;
     source src = {img->rgb, (size_t)img->w, img->x0, img->y0, W, H,
                   img->rgb + (size_t)img->w * img->h * 3};
-    if (!grow_px(ws, px * 3) || !resample(ws->px, &src, ow, oh, left, top, crop, crop, ws))
+    if (!grow(&ws->px, &ws->pxcap, px * 3) || !resample(ws->px, &src, ow, oh, left, top, crop, crop, ws))
         return kt_err_set(err, KT_ERR_RUNTIME, "out of memory resizing an image");
     kt_transform_normalize(out, cstride, ws->px, px, norm);
     return KT_OK;
@@ -612,7 +602,7 @@ kt_status kt_transform_train(float *out, size_t cstride, const kt_image *img, in
     if (img->x0 || img->y0 || img->w != img->full_w || img->h != img->full_h)
         return kt_err_set(err, KT_ERR_RUNTIME, "training transform needs a whole decoded image");
     size_t px = (size_t)size * size;
-    if (!grow_px(ws, px * 3))
+    if (!grow(&ws->px, &ws->pxcap, px * 3))
         goto oom;
     if (aug->rrc) {
         int x, y, bw, bh;
