@@ -41,6 +41,152 @@ void kt_ops_set_threads(int n) { g_threads = n > 0 ? n : 1; }
  * own buffers, so several threads may call it at once. */
 void kt_ops_gemm_serial(int serial) { openblas_set_num_threads(serial ? 1 : g_threads); }
 
+
+/* ------------------------------------------------------ vector kernels */
+
+/* Every elementwise pass and reduction runs over whole activations, so it
+ * must go at memory speed. GCC -O2 leaves these loops scalar (and turns
+ * "v > 0 ? v : 0" into a branch that mispredicts on half the values), so
+ * they are written with GCC vector extensions, 16 floats at a time, and
+ * compiled three times (AVX-512, AVX2, baseline x86-64) with the best clone
+ * picked at load (target_clones). Reductions accumulate in float vectors
+ * over blocks of KT_BLOCK elements and add each block's total in double: the
+ * error stays at float rounding of a block, independent of the length. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KT_CLONES
+#endif
+#define VL 16
+#define KT_BLOCK 1024
+typedef float vf __attribute__((vector_size(4 * VL), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(4 * VL), aligned(4), may_alias));
+
+/* Macros rather than functions: a 64-byte vector argument would change the
+ * calling convention between the clones. VHSUM adds the lanes of v to the
+ * double s; VRELU is ReLU keeping NaN (as torch): v where v > 0 or NaN. */
+#define VHSUM(s, v)                                 \
+    do {                                            \
+        for (int j_ = 0; j_ < VL; j_++) s += v[j_]; \
+    } while (0)
+#define VRELU(v) ((vf)((vi)(v) & (((v) > 0.0f) | ((v) != (v)))))
+
+static inline float srelu(float v) { return v > 0.0f || v != v ? v : 0.0f; }
+
+/* r[i] = r[i] + b, then ReLU when relu. */
+KT_CLONES static void vk_bias_act(float *r, float b, size_t n, int relu)
+{
+    size_t i = 0;
+    if (relu) {
+        for (; i + VL <= n; i += VL) {
+            vf v = *(vf *)(r + i) + b;
+            *(vf *)(r + i) = VRELU(v);
+        }
+        for (; i < n; i++) r[i] = srelu(r[i] + b);
+    } else {
+        for (; i + VL <= n; i += VL) *(vf *)(r + i) += b;
+        for (; i < n; i++) r[i] += b;
+    }
+}
+
+/* sum of x[i] - shift, and of its square when sq != NULL. */
+KT_CLONES static double vk_sum(const float *x, size_t n, float shift, double *sq)
+{
+    double s = 0, s2 = 0;
+    size_t i = 0;
+    while (i + VL <= n) {
+        vf a = {0}, a2 = {0};
+        size_t end = i + KT_BLOCK < n ? i + KT_BLOCK : n;
+        for (; i + VL <= end; i += VL) {
+            vf d = *(const vf *)(x + i) - shift;
+            a += d, a2 += d * d;
+        }
+        VHSUM(s, a);
+        VHSUM(s2, a2);
+    }
+    for (; i < n; i++) {
+        double d = (double)x[i] - shift;
+        s += d, s2 += d * d;
+    }
+    if (sq) *sq = s2;
+    return s;
+}
+
+/* sum dy[i] and sum dy[i] * (x[i] - mean). */
+KT_CLONES static void vk_dot(const float *dy, const float *x, float mean, size_t n, double *sdy,
+                             double *sdyx)
+{
+    double s = 0, sx = 0;
+    size_t i = 0;
+    while (i + VL <= n) {
+        vf a = {0}, ax = {0};
+        size_t end = i + KT_BLOCK < n ? i + KT_BLOCK : n;
+        for (; i + VL <= end; i += VL) {
+            vf g = *(const vf *)(dy + i);
+            a += g, ax += g * (*(const vf *)(x + i) - mean);
+        }
+        VHSUM(s, a);
+        VHSUM(sx, ax);
+    }
+    for (; i < n; i++) s += dy[i], sx += (double)dy[i] * ((double)x[i] - mean);
+    *sdy = s, *sdyx = sx;
+}
+
+/* y[i] = x[i] * a + b */
+KT_CLONES static void vk_axpb(float *y, const float *x, float a, float b, size_t n)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) *(vf *)(y + i) = *(const vf *)(x + i) * a + b;
+    for (; i < n; i++) y[i] = x[i] * a + b;
+}
+
+/* dx[i] += k * dy[i] + a * x[i] + b */
+KT_CLONES static void vk_bn_dx(float *dx, const float *dy, const float *x, float k, float a,
+                               float b, size_t n)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL)
+        *(vf *)(dx + i) += *(const vf *)(dy + i) * k + *(const vf *)(x + i) * a + b;
+    for (; i < n; i++) dx[i] += dy[i] * k + x[i] * a + b;
+}
+
+/* y[i] = relu(x[i]) */
+KT_CLONES static void vk_relu(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf v = *(const vf *)(x + i);
+        *(vf *)(y + i) = VRELU(v);
+    }
+    for (; i < n; i++) y[i] = srelu(x[i]);
+}
+
+/* d[i] = out[i] > 0 ? g[i] : 0, added to d when acc (ReLU backward). */
+KT_CLONES static void vk_relu_grad(float *d, const float *g, const float *out, size_t n, int acc)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        vi on = *(const vf *)(out + i) > 0.0f;
+        vf m = (vf)((vi) * (const vf *)(g + i) & on);
+        if (acc)
+            *(vf *)(d + i) += m;
+        else
+            *(vf *)(d + i) = m;
+    }
+    for (; i < n; i++) {
+        float m = out[i] > 0.0f ? g[i] : 0.0f;
+        d[i] = acc ? d[i] + m : m;
+    }
+}
+
+/* y[i] += x[i] */
+KT_CLONES static void vk_add(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) *(vf *)(y + i) += *(const vf *)(x + i);
+    for (; i < n; i++) y[i] += x[i];
+}
+
 /* ---------------------------------------------------------------- conv */
 
 void kt_conv_shape_init(kt_conv_shape *s, int n, int cin, int h, int w, int cout, int k,
@@ -138,94 +284,20 @@ static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0,
                         int iy = oy * st - s->pad + ky;
                         if (iy < 0 || iy >= h) continue;
                         float *drow = dst + (size_t)iy * w - s->pad + kx;
-                        for (int ox = lo; ox <= hi; ox++) drow[ox * st] += src[ox];
+                        if (st == 1 && hi >= lo)
+                            vk_add(drow + lo, src + lo, (size_t)(hi - lo + 1));
+                        else
+                            for (int ox = lo; ox <= hi; ox++) drow[ox * st] += src[ox];
                     }
                 }
             }
-}
-
-/* The elementwise epilogue runs over every activation the GEMMs write, so it
- * must go at memory speed: GCC -O2 turns "v > 0 ? v : 0" into a compare and
- * a branch that mispredicts on half the values. On x86-64 the loop is written
- * with AVX-512 (masked tail) or AVX2 intrinsics, picked once from cpuid;
- * max(0, v) with 0 as the first operand returns v when v is NaN, so NaNs
- * propagate as in torch. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define KT_X86 1
-#endif
-
-enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
-static int g_isa = -1;
-
-static int isa(void)
-{
-    if (g_isa < 0) {
-        g_isa = ISA_GENERIC;
-#ifdef KT_X86
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) g_isa = ISA_AVX512;
-        else if (__builtin_cpu_supports("avx2")) g_isa = ISA_AVX2;
-#endif
-    }
-    return g_isa;
-}
-
-#ifdef KT_X86
-__attribute__((target("avx512f"))) static void row_avx512(float *r, float b, size_t n, int relu)
-{
-    const __m512 vb = _mm512_set1_ps(b), z = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_add_ps(_mm512_loadu_ps(r + i), vb);
-        _mm512_storeu_ps(r + i, relu ? _mm512_max_ps(z, v) : v);
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, r + i), vb);
-        _mm512_mask_storeu_ps(r + i, m, relu ? _mm512_max_ps(z, v) : v);
-    }
-}
-
-__attribute__((target("avx2"))) static void row_avx2(float *r, float b, size_t n, int relu)
-{
-    const __m256 vb = _mm256_set1_ps(b), z = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_add_ps(_mm256_loadu_ps(r + i), vb);
-        _mm256_storeu_ps(r + i, relu ? _mm256_max_ps(z, v) : v);
-    }
-    for (; i < n; i++) {
-        float v = r[i] + b;
-        r[i] = relu && !(v > 0.0f) && v == v ? 0.0f : v;
-    }
-}
-#endif
-
-/* r[i] = r[i] + b, then max(0, .) when relu. */
-static void row_bias_act(float *r, float b, size_t n, int relu)
-{
-#ifdef KT_X86
-    if (isa() == ISA_AVX512) {
-        row_avx512(r, b, n, relu);
-        return;
-    }
-    if (isa() == ISA_AVX2) {
-        row_avx2(r, b, n, relu);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) {
-        float v = r[i] + b;
-        r[i] = relu && !(v > 0.0f) && v == v ? 0.0f : v;
-    }
 }
 
 /* Bias and ReLU over columns [off, off+len) of every row of x[c][ld]. */
 static void epilogue(float *x, const float *bias, int relu, int c, size_t ld, size_t off,
                      size_t len)
 {
-    for (int ch = 0; ch < c; ch++) row_bias_act(x + ch * ld + off, bias ? bias[ch] : 0.0f, len, relu);
+    for (int ch = 0; ch < c; ch++) vk_bias_act(x + ch * ld + off, bias ? bias[ch] : 0.0f, len, relu);
 }
 
 void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w,
@@ -269,12 +341,7 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
     const int kk = s->cin * s->k * s->k;
     const size_t oplane = (size_t)s->ho * s->wo, P = oplane * s->n;
     if (dbias) {
-        for (int c = 0; c < s->cout; c++) {
-            const float *r = dout + c * P;
-            double acc = 0;
-            for (size_t i = 0; i < P; i++) acc += r[i];
-            dbias[c] += (float)acc;
-        }
+        for (int c = 0; c < s->cout; c++) dbias[c] += (float)vk_sum(dout + c * P, P, 0.0f, NULL);
     }
     if (conv_is_direct(s)) {
         if (dw)
@@ -310,28 +377,25 @@ void kt_bias_act(float *x, const float *bias, int relu, int c, int64_t m)
 
 /* ---------------------------------------------------------- batch norm */
 
-/* Two passes (mean, then squared deviations) in double: the one-pass
+/* Two passes: the mean, then squared deviations from it (the one-pass
  * E[x^2]-E[x]^2 form cancels badly when |mean| >> std, which happens after
- * ReLU. */
+ * ReLU). The deviations are taken from the float mean mf and corrected by
+ * their own sum d1: var = (sum (x-mf)^2 - d1^2/m) / m is exact algebra. */
 void kt_bn_train_forward(float *out, float *save_mean, float *save_rstd, float *running_mean,
                          float *running_var, const float *in, const float *gamma,
                          const float *beta, int c, int64_t m, float eps, float momentum)
 {
     for (int ch = 0; ch < c; ch++) {
         const float *x = in + ch * m;
-        float *y = out + ch * m;
-        double sum = 0, sq = 0;
-        for (int64_t i = 0; i < m; i++) sum += x[i];
-        double mean = sum / (double)m;
-        for (int64_t i = 0; i < m; i++) {
-            double d = x[i] - mean;
-            sq += d * d;
-        }
+        float mf = (float)(vk_sum(x, (size_t)m, 0.0f, NULL) / (double)m);
+        double sq, d1 = vk_sum(x, (size_t)m, mf, &sq);
+        double mean = mf + d1 / (double)m;
+        sq -= d1 * d1 / (double)m;
         double var = sq / (double)m; /* biased: what the batch is normalised with */
         double rstd = 1.0 / sqrt(var + eps);
         float a = (float)(rstd * gamma[ch]);
         float b = (float)(beta[ch] - mean * rstd * gamma[ch]);
-        for (int64_t i = 0; i < m; i++) y[i] = x[i] * a + b;
+        vk_axpb(out + ch * m, x, a, b, (size_t)m);
         save_mean[ch] = (float)mean;
         save_rstd[ch] = (float)rstd;
         /* The running variance is the unbiased estimate, as torchvision. */
@@ -351,23 +415,17 @@ void kt_bn_train_backward(float *din, float *dgamma, float *dbeta, const float *
 {
     for (int ch = 0; ch < c; ch++) {
         const float *x = in + ch * m, *dy = dout + ch * m;
-        double mean = save_mean[ch], rstd = save_rstd[ch];
-        double sdy = 0, sdyx = 0;
-        for (int64_t i = 0; i < m; i++) {
-            sdy += dy[i];
-            sdyx += dy[i] * ((x[i] - mean) * rstd);
-        }
+        double mean = save_mean[ch], rstd = save_rstd[ch], sdy, sdyx;
+        vk_dot(dy, x, save_mean[ch], (size_t)m, &sdy, &sdyx);
+        sdyx *= rstd;
         if (dbeta) dbeta[ch] += (float)sdy;
         if (dgamma) dgamma[ch] += (float)sdyx;
         if (!din) continue;
         /* din = k*dout + a*x + b: one fused multiply-add pass. */
         double k = gamma[ch] * rstd;
         double mdy = sdy / (double)m, mdyx = sdyx / (double)m;
-        float fk = (float)k;
-        float fa = (float)(-k * mdyx * rstd);
-        float fb = (float)(-k * mdy + k * mdyx * rstd * mean);
-        float *dx = din + ch * m;
-        for (int64_t i = 0; i < m; i++) dx[i] += fk * dy[i] + fa * x[i] + fb;
+        vk_bn_dx(din + ch * m, dy, x, (float)k, (float)(-k * mdyx * rstd),
+                 (float)(-k * mdy + k * mdyx * rstd * mean), (size_t)m);
     }
 }
 
@@ -384,11 +442,7 @@ void kt_bn_fold_params(float *scale, float *shift, const float *gamma, const flo
 void kt_bn_eval_forward(float *out, const float *in, const float *scale, const float *shift,
                         int c, int64_t m)
 {
-    for (int ch = 0; ch < c; ch++) {
-        const float *x = in + ch * m;
-        float *y = out + ch * m;
-        for (int64_t i = 0; i < m; i++) y[i] = x[i] * scale[ch] + shift[ch];
-    }
+    for (int ch = 0; ch < c; ch++) vk_axpb(out + ch * m, in + ch * m, scale[ch], shift[ch], (size_t)m);
 }
 
 /* Eval mode normalises with constants, so the input gradient is a per-channel
@@ -401,40 +455,26 @@ void kt_bn_eval_backward(float *din, float *dgamma, float *dbeta, const float *d
         const float *x = in + ch * m, *dy = dout + ch * m;
         double rstd = 1.0 / sqrt((double)var[ch] + eps);
         if (dgamma || dbeta) {
-            double sdy = 0, sdyx = 0;
-            for (int64_t i = 0; i < m; i++) {
-                sdy += dy[i];
-                sdyx += dy[i] * ((x[i] - mean[ch]) * rstd);
-            }
+            double sdy, sdyx;
+            vk_dot(dy, x, mean[ch], (size_t)m, &sdy, &sdyx);
             if (dbeta) dbeta[ch] += (float)sdy;
-            if (dgamma) dgamma[ch] += (float)sdyx;
+            if (dgamma) dgamma[ch] += (float)(sdyx * rstd);
         }
-        if (din) {
-            float k = (float)(gamma[ch] * rstd);
-            float *dx = din + ch * m;
-            for (int64_t i = 0; i < m; i++) dx[i] += k * dy[i];
-        }
+        if (din) vk_bn_dx(din + ch * m, dy, x, (float)(gamma[ch] * rstd), 0.0f, 0.0f, (size_t)m);
     }
 }
 
 /* ---------------------------------------------------------- activations */
 
-void kt_relu_forward(float *out, const float *in, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
-}
+void kt_relu_forward(float *out, const float *in, int64_t n) { vk_relu(out, in, (size_t)n); }
 
 /* The mask is taken from the output: out > 0 exactly where in > 0. */
 void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        if (out[i] > 0.0f) din[i] += dout[i];
+    vk_relu_grad(din, dout, out, (size_t)n, 1);
 }
 
-void kt_relu_mask(float *d, const float *out, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) d[i] = out[i] > 0.0f ? d[i] : 0.0f;
-}
+void kt_relu_mask(float *d, const float *out, int64_t n) { vk_relu_grad(d, d, out, (size_t)n, 0); }
 
 /* gelu(x) = x * Phi(x), Phi the standard normal CDF (torch's default, not the
  * tanh approximation); d/dx = Phi(x) + x * phi(x). */
@@ -630,7 +670,4 @@ double kt_softmax_ce(float *dlogits, const float *logits, const int *labels,
     return ((1.0 - e) * nll + e / k * smooth) / wsum;
 }
 
-void kt_add_inplace(float *y, const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
-}
+void kt_add_inplace(float *y, const float *x, int64_t n) { vk_add(y, x, (size_t)n); }
