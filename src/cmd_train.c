@@ -35,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +61,17 @@
 /* Signal that asked the run to stop (0: none). */
 static volatile sig_atomic_t g_signal;
 
-static void on_signal(int sig) { g_signal = sig; }
+/* The first signal asks for a clean stop; a second one (an impatient Ctrl-C)
+ * ends the process at once, which is safe because checkpoint writes are
+ * atomic. */
+static void on_signal(int sig)
+{
+    if (g_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    g_signal = sig;
+}
 
 typedef struct {
     double value;           /* of the chosen metric */
@@ -125,6 +137,7 @@ typedef struct {
     double ep_train_s;          /* ... during the current epoch */
     int64_t ep_images;
     char line[1024];            /* step log line, formatted without allocating */
+    int lock_fd;                /* output.dir/.kt-lock, held while running; -1 none */
     char dir[4096];
 } trainer;
 
@@ -999,6 +1012,14 @@ static kt_status run(trainer *t, kt_err *err)
 
     if ((st = mkdir_p(t->dir, err)) != KT_OK)
         return st;
+    /* One run per folder: a cron job that overlaps the previous one must not
+     * write the same checkpoints. The lock goes with the process. */
+    out_path(t, path, sizeof path, ".kt-lock");
+    if ((t->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        return kt_err_set(err, KT_ERR_RUNTIME, "%s: %s", path, strerror(errno));
+    if (flock(t->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return kt_err_set(err, KT_ERR_RUNTIME,
+                          "output.dir: another kt train is running in %s (locked %s)", t->dir, path);
     /* An unfinished run in output.dir is continued by the same command (cron
      * and CI just run it again); --resume insists on one, --force alone
      * starts over. */
@@ -1144,6 +1165,8 @@ done:
 
 static void trainer_free(trainer *t)
 {
+    if (t->lock_fd >= 0)
+        close(t->lock_fd);
     kt_metrics_log_close(t->log);
     kt_metrics_free(&t->tm);
     kt_metrics_free(&t->vm);
@@ -1176,6 +1199,7 @@ kt_status kt_cmd_train(int argc, char **argv, kt_err *err)
     int npos;
     if (!t)
         return kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
+    t->lock_fd = -1;
     kt_opt opts[] = {
         {"resume", 0, KT_OPT_FLAG, NULL, "continue the run in output.dir (an error if there is none)", 0, 0, &t->resume_flag},
         {"force", 0, KT_OPT_FLAG, NULL, "start over in a used output.dir; with --resume, continue a changed job", 0, 0, &t->force},

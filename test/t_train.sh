@@ -106,7 +106,10 @@ job term '"epochs": 30' ''
 sed -i 's/"epochs": 6, //' "$D/term.json"
 $KT train --quiet "$D/term.json" >/dev/null 2>"$D/term.err" &
 pid=$!
-sleep 0.5
+sleep 0.3
+expect_exit 1 "a second kt train on the same output.dir is refused" $KT train --quiet "$D/term.json"
+expect_grep "another kt train is running" "$OUT/last.err" "second run: says why"
+sleep 0.2
 kill -TERM $pid
 wait $pid
 rc=$?
