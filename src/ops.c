@@ -132,12 +132,20 @@ KT_CLONES static void vk_dot(const float *dy, const float *x, float mean, size_t
     *sdy = s, *sdyx = sx;
 }
 
-/* y[i] = x[i] * a + b */
-KT_CLONES static void vk_axpb(float *y, const float *x, float a, float b, size_t n)
+/* y[i] = x[i] * a + b, then ReLU when relu */
+KT_CLONES static void vk_axpb(float *y, const float *x, float a, float b, size_t n, int relu)
 {
     size_t i = 0;
-    for (; i + VL <= n; i += VL) *(vf *)(y + i) = *(const vf *)(x + i) * a + b;
-    for (; i < n; i++) y[i] = x[i] * a + b;
+    if (relu) {
+        for (; i + VL <= n; i += VL) {
+            vf v = *(const vf *)(x + i) * a + b;
+            *(vf *)(y + i) = VRELU(v);
+        }
+        for (; i < n; i++) y[i] = srelu(x[i] * a + b);
+    } else {
+        for (; i + VL <= n; i += VL) *(vf *)(y + i) = *(const vf *)(x + i) * a + b;
+        for (; i < n; i++) y[i] = x[i] * a + b;
+    }
 }
 
 /* dx[i] += k * dy[i] + a * x[i] + b */
@@ -179,12 +187,20 @@ KT_CLONES static void vk_relu_grad(float *d, const float *g, const float *out, s
     }
 }
 
-/* y[i] += x[i] */
-KT_CLONES static void vk_add(float *y, const float *x, size_t n)
+/* y[i] += x[i], then ReLU when relu */
+KT_CLONES static void vk_add(float *y, const float *x, size_t n, int relu)
 {
     size_t i = 0;
-    for (; i + VL <= n; i += VL) *(vf *)(y + i) += *(const vf *)(x + i);
-    for (; i < n; i++) y[i] += x[i];
+    if (relu) {
+        for (; i + VL <= n; i += VL) {
+            vf v = *(vf *)(y + i) + *(const vf *)(x + i);
+            *(vf *)(y + i) = VRELU(v);
+        }
+        for (; i < n; i++) y[i] = srelu(y[i] + x[i]);
+    } else {
+        for (; i + VL <= n; i += VL) *(vf *)(y + i) += *(const vf *)(x + i);
+        for (; i < n; i++) y[i] += x[i];
+    }
 }
 
 /* ---------------------------------------------------------------- conv */
@@ -285,7 +301,7 @@ static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0,
                         if (iy < 0 || iy >= h) continue;
                         float *drow = dst + (size_t)iy * w - s->pad + kx;
                         if (st == 1 && hi >= lo)
-                            vk_add(drow + lo, src + lo, (size_t)(hi - lo + 1));
+                            vk_add(drow + lo, src + lo, (size_t)(hi - lo + 1), 0);
                         else
                             for (int ox = lo; ox <= hi; ox++) drow[ox * st] += src[ox];
                     }
@@ -383,7 +399,7 @@ void kt_bias_act(float *x, const float *bias, int relu, int c, int64_t m)
  * their own sum d1: var = (sum (x-mf)^2 - d1^2/m) / m is exact algebra. */
 void kt_bn_train_forward(float *out, float *save_mean, float *save_rstd, float *running_mean,
                          float *running_var, const float *in, const float *gamma,
-                         const float *beta, int c, int64_t m, float eps, float momentum)
+                         const float *beta, int c, int64_t m, float eps, float momentum, int relu)
 {
     for (int ch = 0; ch < c; ch++) {
         const float *x = in + ch * m;
@@ -395,7 +411,7 @@ void kt_bn_train_forward(float *out, float *save_mean, float *save_rstd, float *
         double rstd = 1.0 / sqrt(var + eps);
         float a = (float)(rstd * gamma[ch]);
         float b = (float)(beta[ch] - mean * rstd * gamma[ch]);
-        vk_axpb(out + ch * m, x, a, b, (size_t)m);
+        vk_axpb(out + ch * m, x, a, b, (size_t)m, relu);
         save_mean[ch] = (float)mean;
         save_rstd[ch] = (float)rstd;
         /* The running variance is the unbiased estimate, as torchvision. */
@@ -440,9 +456,10 @@ void kt_bn_fold_params(float *scale, float *shift, const float *gamma, const flo
 }
 
 void kt_bn_eval_forward(float *out, const float *in, const float *scale, const float *shift,
-                        int c, int64_t m)
+                        int c, int64_t m, int relu)
 {
-    for (int ch = 0; ch < c; ch++) vk_axpb(out + ch * m, in + ch * m, scale[ch], shift[ch], (size_t)m);
+    for (int ch = 0; ch < c; ch++)
+        vk_axpb(out + ch * m, in + ch * m, scale[ch], shift[ch], (size_t)m, relu);
 }
 
 /* Eval mode normalises with constants, so the input gradient is a per-channel
@@ -475,6 +492,11 @@ void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n
 }
 
 void kt_relu_mask(float *d, const float *out, int64_t n) { vk_relu_grad(d, d, out, (size_t)n, 0); }
+
+void kt_relu_grad(float *din, const float *dout, const float *out, int64_t n)
+{
+    vk_relu_grad(din, dout, out, (size_t)n, 0);
+}
 
 /* gelu(x) = x * Phi(x), Phi the standard normal CDF (torch's default, not the
  * tanh approximation); d/dx = Phi(x) + x * phi(x). */
@@ -670,4 +692,6 @@ double kt_softmax_ce(float *dlogits, const float *logits, const int *labels,
     return ((1.0 - e) * nll + e / k * smooth) / wsum;
 }
 
-void kt_add_inplace(float *y, const float *x, int64_t n) { vk_add(y, x, (size_t)n); }
+void kt_add_inplace(float *y, const float *x, int64_t n) { vk_add(y, x, (size_t)n, 0); }
+
+void kt_add_relu(float *y, const float *x, int64_t n) { vk_add(y, x, (size_t)n, 1); }

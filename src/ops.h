@@ -52,20 +52,22 @@ void kt_conv_backward(float *din /* [cin][n][h][w] or NULL */,
 /* Batch norm in train mode over m = n*h*w values per channel: normalises with
  * the batch mean and biased variance, saves mean and 1/sqrt(var+eps) for the
  * backward, and updates running stats (unbiased variance, momentum as
- * torchvision: running = (1-momentum)*running + momentum*batch). */
+ * torchvision: running = (1-momentum)*running + momentum*batch). relu != 0
+ * applies a ReLU to the output in the same pass. */
 void kt_bn_train_forward(float *out /* [c][m] */, float *save_mean /* [c] */,
                          float *save_rstd /* [c] */, float *running_mean /* [c] */,
                          float *running_var /* [c] */, const float *in /* [c][m] */,
                          const float *gamma, const float *beta, int c, int64_t m, float eps,
-                         float momentum);
+                         float momentum, int relu);
 void kt_bn_train_backward(float *din /* [c][m] or NULL */, float *dgamma, float *dbeta,
                           const float *dout /* [c][m] */, const float *in /* [c][m] */,
                           const float *save_mean, const float *save_rstd, const float *gamma,
                           int c, int64_t m);
 /* Eval mode: out = in*scale[c] + shift[c] (scale, shift precomputed from the
- * running stats by kt_bn_fold_params). in == out is allowed. */
+ * running stats by kt_bn_fold_params), then ReLU when relu != 0. in == out is
+ * allowed. */
 void kt_bn_eval_forward(float *out, const float *in, const float *scale, const float *shift,
-                        int c, int64_t m);
+                        int c, int64_t m, int relu);
 void kt_bn_eval_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                          const float *in, const float *mean, const float *var,
                          const float *gamma, int c, int64_t m, float eps);
@@ -78,6 +80,9 @@ void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n
 /* In-place ReLU backward: d[i] = out[i] > 0 ? d[i] : 0 (overwrites, for
  * scratch gradients that need no accumulation). */
 void kt_relu_mask(float *d, const float *out, int64_t n);
+/* ReLU backward into a scratch gradient: din[i] = out[i] > 0 ? dout[i] : 0
+ * (overwrites). */
+void kt_relu_grad(float *din, const float *dout, const float *out, int64_t n);
 /* GELU (exact erf form, as torch's default). */
 void kt_gelu_forward(float *out, const float *in, int64_t n);
 void kt_gelu_backward(float *din, const float *dout, const float *in, int64_t n);
@@ -119,8 +124,9 @@ double kt_softmax_ce(float *dlogits /* [n][k] or NULL */, const float *logits /*
                      const int *labels /* [n] */, const float *class_weights /* [k] or NULL */,
                      float label_smoothing, int n, int k);
 
-/* Elementwise helpers used by residual blocks: y += x. */
+/* Elementwise helpers used by residual blocks: y += x; y = relu(y + x). */
 void kt_add_inplace(float *y, const float *x, int64_t n);
+void kt_add_relu(float *y, const float *x, int64_t n);
 /* x[c][m] += bias[c] (bias may be NULL), then ReLU when relu != 0. */
 void kt_bias_act(float *x /* [c][m] */, const float *bias /* [c] or NULL */, int relu, int c,
                  int64_t m);

@@ -653,13 +653,12 @@ static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int
     kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
     if (training) {
         kt_bn_train_forward(y, u->smean, u->srstd, u->rm, u->rv, u->c, u->g, u->be, s.cout, m,
-                            u->bd->eps, BN_MOMENTUM);
+                            u->bd->eps, BN_MOMENTUM, u->relu);
         u->nbt++;
     } else {
         kt_bn_fold_params(u->scale, u->shift, u->g, u->be, u->rm, u->rv, s.cout, u->bd->eps);
-        kt_bn_eval_forward(y, u->c, u->scale, u->shift, s.cout, m);
+        kt_bn_eval_forward(y, u->c, u->scale, u->shift, s.cout, m, u->relu);
     }
-    if (u->relu) kt_relu_forward(y, y, s.cout * m);
 }
 
 static void block_train(kt_resnet *r, block *b, const float *x, int n, int training)
@@ -671,13 +670,8 @@ static void block_train(kt_resnet *r, block *b, const float *x, int n, int train
         t = u->y;
     }
     int64_t no = (int64_t)b->out_sz * n;
-    if (b->d->has_down) {
-        unit_fwd(r, &b->down, r->SC1, x, n, training);
-        kt_add_inplace(b->out, r->SC1, no);
-    } else {
-        kt_add_inplace(b->out, x, no);
-    }
-    kt_relu_forward(b->out, b->out, no);
+    if (b->d->has_down) unit_fwd(r, &b->down, r->SC1, x, n, training);
+    kt_add_relu(b->out, b->d->has_down ? r->SC1 : x, no);
 }
 
 const float *kt_resnet_forward(kt_resnet *r, int from, const float *in, int n, int training)
@@ -746,8 +740,7 @@ static void block_bwd(kt_resnet *r, block *b, float *dx, const float *g, const f
 {
     int64_t no = (int64_t)b->out_sz * n;
     float *gm = r->SC1;
-    memcpy(gm, g, sizeof(float) * no);
-    kt_relu_mask(gm, b->out, no);
+    kt_relu_grad(gm, g, b->out, no);
     if (b->d->has_down)
         unit_bwd(r, &b->down, dx, 1, gm, x, n, r->SC2);
     else if (dx)

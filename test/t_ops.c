@@ -292,7 +292,7 @@ static double bn_train_loss(void *p)
 {
     bn_ctx *b = p;
     kt_bn_train_forward(b->out, b->mean, b->rstd, b->rm, b->rv, b->in, b->gamma, b->beta, b->c,
-                        b->m, 1e-5f, 0.1f);
+                        b->m, 1e-5f, 0.1f, 0);
     return dot(b->out, b->r, b->c * b->m);
 }
 
@@ -307,7 +307,7 @@ static void test_bn_train(void)
     float rm0[3] = {0.2f, -0.1f, 0.0f}, rv0[3] = {1.0f, 0.5f, 2.0f};
     memcpy(b.rm, rm0, sizeof rm0), memcpy(b.rv, rv0, sizeof rv0);
     kt_bn_train_forward(b.out, b.mean, b.rstd, b.rm, b.rv, b.in, b.gamma, b.beta, b.c, b.m,
-                        1e-5f, 0.1f);
+                        1e-5f, 0.1f, 0);
     /* Direct definition: biased variance to normalise, unbiased in the running
      * update, running = 0.9 running + 0.1 batch. */
     double ey = 0, est = 0;
@@ -325,6 +325,18 @@ static void test_bn_train(void)
         est = fmax(est, fabs(b.rstd[ch] - 1.0 / sqrt(var / b.m + 1e-5)) / b.rstd[ch]);
     }
     CHECK(ey < 1e-5, "bn train fwd vs definition: max err %.2e", ey);
+    /* the fused ReLU is the ReLU of the plain output */
+    float *o2 = zero_buf(n), sm[3], sr[3], rm2[3], rv2[3];
+    kt_bn_train_forward(o2, sm, sr, rm2, rv2, b.in, b.gamma, b.beta, b.c, b.m, 1e-5f, 0.1f, 1);
+    int same = 1;
+    for (int64_t i = 0; i < n; i++) same &= o2[i] == (b.out[i] > 0 ? b.out[i] : 0.0f);
+    kt_bn_eval_forward(o2, b.in, b.gamma, b.beta, b.c, b.m, 1);
+    for (int64_t i = 0; i < n; i++) {
+        float v = b.in[i] * b.gamma[i / b.m] + b.beta[i / b.m];
+        same &= o2[i] == (v > 0 ? v : 0.0f);
+    }
+    CHECK(same, "bn train and eval forward with fused ReLU");
+    free(o2);
     CHECK(est < 1e-6, "bn train running stats (unbiased var, momentum 0.1): max err %.2e", est);
 
     float *din = zero_buf(n), *dg = zero_buf(b.c), *dbt = zero_buf(b.c);
@@ -350,7 +362,7 @@ static double bn_eval_loss(void *p)
 {
     bne_ctx *b = p;
     kt_bn_fold_params(b->scale, b->shift, b->gamma, b->beta, b->mean, b->var, b->c, 1e-3f);
-    kt_bn_eval_forward(b->out, b->in, b->scale, b->shift, b->c, b->m);
+    kt_bn_eval_forward(b->out, b->in, b->scale, b->shift, b->c, b->m, 0);
     return dot(b->out, b->r, b->c * b->m);
 }
 
@@ -386,7 +398,7 @@ static void test_bn_eval(void)
     float *x = rand_buf(nin), *w = rand_buf(nw), *wf = zero_buf(nw), *y1 = zero_buf(nout),
           *y2 = zero_buf(nout), *work = zero_buf((int64_t)kt_conv_workspace(&s));
     kt_conv_forward(y1, work, x, w, NULL, &s);
-    kt_bn_eval_forward(y1, y1, b.scale, b.shift, b.c, nout / b.c);
+    kt_bn_eval_forward(y1, y1, b.scale, b.shift, b.c, nout / b.c, 0);
     for (int co = 0; co < b.c; co++)
         for (int j = 0; j < 27; j++) wf[co * 27 + j] = w[co * 27 + j] * b.scale[co];
     kt_conv_forward(y2, work, x, wf, b.shift, &s);
@@ -460,6 +472,19 @@ static void test_elementwise(void)
     float c2[3] = {1, 2, 3};
     kt_add_inplace(c2, (const float[]){0.5f, -2, 1}, 3);
     CHECK(c2[0] == 1.5f && c2[1] == 0.0f && c2[2] == 4.0f, "add_inplace");
+    /* 37 values: the vector body and the scalar tail */
+    float y37[37], x37[37], g37[37], d37[37];
+    int okv = 1;
+    for (int i = 0; i < 37; i++) y37[i] = (float)(i % 5) - 2.0f, x37[i] = (float)(i % 3) - 1.0f, g37[i] = (float)i;
+    y37[7] = NAN;
+    kt_relu_grad(d37, g37, y37, 37);
+    for (int i = 0; i < 37; i++) okv &= d37[i] == (y37[i] > 0 ? g37[i] : 0.0f);
+    kt_add_relu(y37, x37, 37);
+    for (int i = 0; i < 37; i++) {
+        float v = (float)(i % 5) - 2.0f + x37[i];
+        okv &= i == 7 ? isnan(y37[i]) : y37[i] == (v > 0 ? v : 0.0f);
+    }
+    CHECK(okv, "add_relu (NaN propagates as in torch) and relu_grad over a vector body and tail");
     free(e.in), free(e.out), free(e.r), free(e.mask), free(din);
 }
 
