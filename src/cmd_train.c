@@ -45,6 +45,7 @@
 
 #include "arch.h"
 #include "blas.h"
+#include "cache.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -82,7 +83,7 @@ typedef struct {
 typedef struct {
     /* command line */
     const char *job;
-    int resume_flag, force, quiet, events, threads;
+    int resume_flag, force, quiet, events, threads, no_cache;
     int resume;                 /* continuing the run in output.dir */
     int resume_auto;            /* ... found there without --resume */
 
@@ -123,6 +124,10 @@ typedef struct {
     char finished_why[32];
     double elapsed_before;      /* seconds spent in earlier sessions */
     uint64_t weights_sum, data_sum, frozen_sum;
+
+    /* the frozen part's activations, when they can be cached (cache.h) */
+    kt_cache *cache, *val_cache;
+    char cache_dir[4096];
 
     /* this session */
     double ckpt_every;          /* seconds between mid-epoch saves of last */
@@ -696,12 +701,44 @@ fail:
 
 /* ---- the epoch's end ------------------------------------------------------------- */
 
+/* The head's input for a batch: images go through the network from the input;
+ * cached batches hold the activation at the cut and start there. */
+static const float *features(trainer *t, const kt_batch *b, int training)
+{
+    if (!t->cache)
+        return kt_resnet_forward(t->net, 0, b->input, b->n, training);
+    if (t->freeze == t->stop)
+        return b->input; /* [n][features] already */
+    return kt_resnet_forward(t->net, t->freeze, b->input, b->n, training);
+}
+
+static void val_batch(trainer *t, const kt_batch *b)
+{
+    if (b->warnings[0] && !t->quiet)
+        kt_progress_printf(&t->prog, "kt: warning: %s\n", b->warnings);
+    if (b->n == 0)
+        return;
+    const float *f = features(t, b, 0);
+    const float *lg = kt_head_forward(t->head, f, b->n, 0, 0, 0);
+    /* Plain cross-entropy, so val_loss compares across smoothing and weights. */
+    double loss = kt_softmax_ce(NULL, lg, b->labels, NULL, 0, b->n, t->k);
+    kt_metrics_add(&t->vm, lg, b->labels, b->n, loss);
+}
+
 static kt_status validate(trainer *t, kt_err *err)
 {
     kt_loader *l = NULL;
     const kt_batch *b;
-    kt_status st;
+    kt_status st = KT_OK;
     kt_metrics_reset(&t->vm);
+    if (t->val_cache) {
+        for (int k = 0; k < kt_cache_batches_per_epoch(t->val_cache); k++) {
+            if ((st = kt_cache_batch(t->val_cache, 0, k, &b, err)) != KT_OK)
+                return kt_err_prefix(err, "data.val");
+            val_batch(t, b);
+        }
+        return KT_OK;
+    }
     kt_loader_opts o = {.ds = &t->val, .batch = t->spec.train.batch_size,
                         .image_size = t->spec.data.image_size, .resize = t->spec.data.resize,
                         .norm = t->arch->norm, .workers = t->spec.data.workers,
@@ -709,17 +746,8 @@ static kt_status validate(trainer *t, kt_err *err)
                         .fail_on_bad = t->spec.data.bad_images == KT_BAD_FAIL, .epochs = 1};
     if ((st = kt_loader_init(&l, &o, err)) != KT_OK)
         return kt_err_prefix(err, "data.val");
-    while ((st = kt_loader_next(l, &b, err)) == KT_OK && b) {
-        if (b->warnings[0] && !t->quiet)
-            kt_progress_printf(&t->prog, "kt: warning: %s\n", b->warnings);
-        if (b->n == 0)
-            continue;
-        const float *f = kt_resnet_forward(t->net, 0, b->input, b->n, 0);
-        const float *lg = kt_head_forward(t->head, f, b->n, 0, 0, 0);
-        /* Plain cross-entropy, so val_loss compares across smoothing and weights. */
-        double loss = kt_softmax_ce(NULL, lg, b->labels, NULL, 0, b->n, t->k);
-        kt_metrics_add(&t->vm, lg, b->labels, b->n, loss);
-    }
+    while ((st = kt_loader_next(l, &b, err)) == KT_OK && b)
+        val_batch(t, b);
     kt_loader_free(l);
     return st;
 }
@@ -792,6 +820,13 @@ static kt_status end_epoch(trainer *t, double lr, kt_err *err)
     cJSON_AddNumberToObject(o, "skipped", (double)t->skipped);
     cJSON_AddNumberToObject(o, "elapsed_s", secs);
     cJSON_AddItemToObject(o, "best", best_json(t));
+    if (t->cache) {
+        kt_cache_stats sum = {0};
+        kt_cache_stats_add(&sum, t->cache);
+        if (t->val_cache)
+            kt_cache_stats_add(&sum, t->val_cache);
+        cJSON_AddItemToObject(o, "cache", kt_cache_stats_json(&sum));
+    }
     st = emit(t, o, 1, err);
     cJSON_Delete(o);
     if (st != KT_OK)
@@ -842,7 +877,7 @@ static kt_status train_step(trainer *t, const kt_batch *b, double *lr, kt_err *e
     int n = b->n;
     for (int i = 0; i < t->nparams; i++)
         memset(t->params[i]->grad, 0, sizeof(float) * (size_t)t->params[i]->numel);
-    const float *f = kt_resnet_forward(t->net, 0, b->input, n, t->backbone);
+    const float *f = features(t, b, t->backbone);
     const float *lg = kt_head_forward(t->head, f, n, 1, s->train.seed, t->step);
     double loss = kt_softmax_ce(t->dlogits, lg, b->labels, t->class_w,
                                 (float)s->train.label_smoothing, n, t->k);
@@ -973,6 +1008,68 @@ static kt_status finish(trainer *t, kt_err *err)
     return KT_OK;
 }
 
+static void fill_progress(void *ctx, int64_t done, int64_t total)
+{
+    trainer *t = ctx;
+    if (t->prog.tty && !t->quiet) {
+        fprintf(stderr, "\r\033[Kcache: computing frozen activations %lld/%lld", (long long)done,
+                (long long)total);
+        t->prog.live = 1;
+    }
+}
+
+/* Opens the activation caches of the training and validation sets when the
+ * frozen part's output can be reused (cache.h); logs why not otherwise. */
+static kt_status open_caches(trainer *t, const kt_augment *aug, int augmenting, kt_err *err)
+{
+    const kt_spec *s = &t->spec;
+    const char *why = kt_cache_why_not(t->freeze, augmenting, s->data.cached_views, t->no_cache);
+    kt_status st;
+    if (why) {
+        kt_progress_printf(&t->prog, "cache: off: %s\n", why);
+        return KT_OK;
+    }
+    if ((st = kt_cache_dir(t->cache_dir, sizeof t->cache_dir, s->train.cache_dir, err)) != KT_OK)
+        return kt_err_prefix(err, "train.cache_dir");
+    int64_t budget = kt_cache_memory_budget(s->train.cache_memory);
+    kt_cache_opts co = {.arch = t->arch, .point = t->freeze, .image_size = s->data.image_size,
+                        .resize = s->data.resize, .aug = augmenting ? aug : NULL,
+                        .views = augmenting ? s->data.cached_views : 0, .seed = s->train.seed,
+                        .dtype = s->train.cache_dtype, .ds = train_set(t),
+                        .batch = s->train.batch_size, .shuffle = 1,
+                        .fail_on_bad = s->data.bad_images == KT_BAD_FAIL,
+                        .epochs = s->train.epochs, .start_epoch = t->epoch,
+                        .start_batch = t->batch, .dir = t->cache_dir, .memory = budget,
+                        .workers = s->data.workers, .weights_path = s->model.weights,
+                        .stop = &g_signal, .progress = fill_progress, .ctx = t};
+    if ((st = kt_cache_open(&t->cache, &co, err)) != KT_OK)
+        return st == KT_ERR_INTERRUPTED ? st : kt_err_prefix(err, "data.train");
+    if (t->has_val) {
+        int64_t left = budget - kt_cache_bytes(t->cache);
+        co.ds = &t->val, co.aug = NULL, co.views = 0, co.shuffle = 0, co.epochs = 0;
+        co.start_epoch = 0, co.start_batch = 0, co.memory = left > 0 ? left : 0;
+        if ((st = kt_cache_open(&t->val_cache, &co, err)) != KT_OK)
+            return st == KT_ERR_INTERRUPTED ? st : kt_err_prefix(err, "data.val");
+    }
+    kt_cache_stats sum = {0};
+    kt_cache_stats_add(&sum, t->cache);
+    if (t->val_cache)
+        kt_cache_stats_add(&sum, t->val_cache);
+    kt_progress_printf(&t->prog,
+                       "cache: %lld of %lld activations from %s (%.0f%%), %lld computed in %.1f s; "
+                       "%.0f MiB %s\n",
+                       (long long)sum.hits, (long long)sum.entries, kt_cache_group_dir(t->cache),
+                       sum.entries ? 100.0 * (double)sum.hits / (double)sum.entries : 0,
+                       (long long)sum.computed, sum.fill_seconds, (double)sum.bytes / 1048576.0,
+                       sum.mapped ? "mapped from disk" : "in memory");
+    for (int i = 0; i < 2; i++) {
+        const char *w = kt_cache_warnings(i ? t->val_cache : t->cache);
+        if (w && w[0])
+            kt_progress_printf(&t->prog, "kt: warning: cache: %s\n", w);
+    }
+    return KT_OK;
+}
+
 static kt_status run(trainer *t, kt_err *err)
 {
     kt_spec *s = &t->spec;
@@ -1075,27 +1172,19 @@ static kt_status run(trainer *t, kt_err *err)
                            "the run in %s is already finished (%s); checking it again (--force "
                            "starts over)\n",
                            t->dir, t->finished_why);
-    if (!t->finished) {
-        kt_augment aug = {.rrc = s->data.augment.random_resized_crop.enabled,
-                          .scale = {s->data.augment.random_resized_crop.scale[0],
-                                    s->data.augment.random_resized_crop.scale[1]},
-                          .ratio = {s->data.augment.random_resized_crop.ratio[0],
-                                    s->data.augment.random_resized_crop.ratio[1]},
-                          .flip = s->data.augment.flip,
-                          .brightness = s->data.augment.color_jitter.brightness,
-                          .contrast = s->data.augment.color_jitter.contrast,
-                          .saturation = s->data.augment.color_jitter.saturation};
-        kt_loader_opts lo = {.ds = tr, .batch = s->train.batch_size,
-                             .image_size = s->data.image_size, .resize = s->data.resize,
-                             .norm = t->arch->norm, .aug = &aug, .shuffle = 1,
-                             .workers = s->data.workers, .seed = s->train.seed,
-                             .fail_on_bad = s->data.bad_images == KT_BAD_FAIL,
-                             .epochs = s->train.epochs, .start_epoch = t->epoch,
-                             .start_batch = t->batch};
-        if ((st = kt_loader_init(&loader, &lo, err)) != KT_OK)
-            return kt_err_prefix(err, "data.train");
-    }
+    kt_augment aug = {.rrc = s->data.augment.random_resized_crop.enabled,
+                      .scale = {s->data.augment.random_resized_crop.scale[0],
+                                s->data.augment.random_resized_crop.scale[1]},
+                      .ratio = {s->data.augment.random_resized_crop.ratio[0],
+                                s->data.augment.random_resized_crop.ratio[1]},
+                      .flip = s->data.augment.flip,
+                      .brightness = s->data.augment.color_jitter.brightness,
+                      .contrast = s->data.augment.color_jitter.contrast,
+                      .saturation = s->data.augment.color_jitter.saturation};
+    int augmenting = aug.rrc || aug.flip || aug.brightness > 0 || aug.contrast > 0 ||
+                     aug.saturation > 0;
 
+    /* Installed before the cache fill, which can be long and stops cleanly too. */
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -1105,11 +1194,28 @@ static kt_status run(trainer *t, kt_err *err)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
+    if (!t->finished && (st = open_caches(t, &aug, augmenting, err)) != KT_OK)
+        goto done;
+    if (!t->finished && !t->cache) {
+        kt_loader_opts lo = {.ds = tr, .batch = s->train.batch_size,
+                             .image_size = s->data.image_size, .resize = s->data.resize,
+                             .norm = t->arch->norm, .aug = &aug, .shuffle = 1,
+                             .workers = s->data.workers, .seed = s->train.seed,
+                             .fail_on_bad = s->data.bad_images == KT_BAD_FAIL,
+                             .epochs = s->train.epochs, .start_epoch = t->epoch,
+                             .start_batch = t->batch};
+        if ((st = kt_loader_init(&loader, &lo, err)) != KT_OK) {
+            kt_err_prefix(err, "data.train");
+            goto done;
+        }
+    }
+
     double lr = kt_schedule_lr(&t->sched, t->step);
     while (!t->finished) {
         const kt_batch *b;
         double it0 = now();
-        if ((st = kt_loader_next(loader, &b, err)) != KT_OK)
+        st = t->cache ? kt_cache_next(t->cache, &b, err) : kt_loader_next(loader, &b, err);
+        if (st != KT_OK)
             goto done;
         if (!b)
             break;
@@ -1154,6 +1260,14 @@ static kt_status run(trainer *t, kt_err *err)
         }
     }
     kt_progress_done(&t->prog);
+    if (t->cache && !t->quiet) {
+        kt_cache_stats sum = {0};
+        kt_cache_stats_add(&sum, t->cache);
+        if (t->val_cache)
+            kt_cache_stats_add(&sum, t->val_cache);
+        kt_progress_printf(&t->prog, "cache: %lld activations served, %lld computed, ~%.0f s saved\n",
+                           (long long)sum.served, (long long)sum.computed, sum.saved_seconds);
+    }
     st = finish(t, err);
 done:
     kt_progress_done(&t->prog);
@@ -1165,6 +1279,8 @@ done:
 
 static void trainer_free(trainer *t)
 {
+    kt_cache_free(t->val_cache);
+    kt_cache_free(t->cache);
     if (t->lock_fd >= 0)
         close(t->lock_fd);
     kt_metrics_log_close(t->log);
@@ -1206,6 +1322,7 @@ kt_status kt_cmd_train(int argc, char **argv, kt_err *err)
         {"quiet", 'q', KT_OPT_FLAG, NULL, "no progress or summaries on stderr", 0, 0, &t->quiet},
         {"json-events", 0, KT_OPT_FLAG, NULL, "NDJSON events (start, step, epoch, checkpoint, done) on stdout", 0, 0, &t->events},
         {"threads", 0, KT_OPT_INT, "N", "threads (default: train.threads, 0 = all cores)", 0, 1024, &t->threads},
+        {"no-cache", 0, KT_OPT_FLAG, NULL, "recompute the frozen part every epoch (no activation cache)", 0, 0, &t->no_cache},
     };
     st = kt_cli_parse(&cmd, opts, KT_NOPTS(opts), argc, argv, &pos, &npos, err);
     if (st != KT_OK || !pos)

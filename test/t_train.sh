@@ -10,6 +10,8 @@ BUILD=${KT_BUILD:-build}
 D=$OUT/train
 rm -rf "$D" && mkdir -p "$D"
 OUT=$D # expect_exit's last.out/last.err: our own, other test scripts may run at the same time
+KT_CACHE_DIR=$(pwd)/$D/kcache # never the user's cache folder
+export KT_CACHE_DIR
 
 # The dataset generator is a helper program, not a unit test: built here with
 # the Makefile's warning flags.
@@ -181,6 +183,18 @@ job warm '"epochs": 1'
 sed -i "s#\"weights\": \"$FIX\"#\"weights\": \"$(pwd)/$R/best.safetensors\"#; s/\"epochs\": 6, //" "$D/warm.json"
 expect_exit 0 "a checkpoint as the weights of a new job" $KT train "$D/warm.json"
 expect_grep "bit-identical to .*ref/best.safetensors" "$OUT/last.err" "warm start: frozen part from the checkpoint"
+
+# --- the activation cache (no augmentation): the second run computes nothing -------
+job cached
+sed -i 's/"workers": 2/"workers": 2, "augment": {"flip": false, "random_resized_crop": false}/' "$D/cached.json"
+expect_exit 0 "cached run" $KT train "$D/cached.json"
+expect_grep "cache: 0 of [0-9]* activations .* [1-9][0-9]* computed" "$OUT/last.err" "first cached run computes the activations"
+rm -rf "$D/cached"
+expect_exit 0 "cached run again" $KT train "$D/cached.json"
+expect_grep "cache: [1-9][0-9]* of [0-9]* activations .*, 0 computed" "$OUT/last.err" "second run: every activation from the cache"
+job augnocache
+expect_exit 0 "augmentation without cached_views" $KT train "$D/augnocache.json"
+expect_grep "cache: off: augmentation is on" "$OUT/last.err" "the log says why nothing is cached"
 
 # --- --json-events -----------------------------------------------------------------------
 job events
