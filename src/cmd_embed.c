@@ -42,8 +42,6 @@ static int npy_header(char *buf, size_t cap, int64_t rows, int c, int h, int w, 
     return (int)total;
 }
 
-static void warn_line(const char *msg) { fprintf(stderr, "kt: warning: skipped %s\n", msg); }
-
 kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
 {
     const char *model = NULL, *layer = NULL, *out = NULL;
@@ -64,7 +62,7 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
     static const kt_cmd cmd = {"embed", "write activations of images at a named layer",
                                "kt embed -m MODEL --layer NAME -o OUT.npy [options] IMAGE|DIR..."};
     char **pos = NULL, **paths = NULL, *tmp = NULL;
-    int npos = 0, npaths = 0, *ok = NULL;
+    int npos = 0, npaths = 0;
     FILE *f = NULL;
     kt_infer inf = {0};
     kt_status st = kt_cli_parse(&cmd, opts, KT_NOPTS(opts), argc, argv, &pos, &npos, err);
@@ -74,7 +72,9 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
     if (threads) kt_blas_set_threads(threads);
     if ((st = kt_infer_list(&paths, &npaths, pos, npos, err)) != KT_OK) goto fail;
     if (batch > npaths) batch = npaths;
-    if ((st = kt_infer_open(&inf, model, layer, batch, resize, size, err)) != KT_OK) goto fail;
+    if ((st = kt_infer_open(&inf, model, layer, batch, resize, size, err)) != KT_OK ||
+        (st = kt_infer_start(&inf, (const char *const *)paths, npaths, skip_bad, err)) != KT_OK)
+        goto fail;
 
     int c, h, w;
     kt_infer_shape(&inf, &c, &h, &w);
@@ -83,10 +83,9 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
     char hdr[512];
     int hlen = npy_header(hdr, sizeof hdr, npaths, c, h, w, vec, 0);
     size_t tl = strlen(out) + 5;
-    ok = malloc(sizeof(int) * (size_t)batch);
     float *rowbuf = malloc(sizeof(float) * row);
     tmp = malloc(tl);
-    if (!ok || !rowbuf || !tmp) {
+    if (!rowbuf || !tmp) {
         free(rowbuf);
         st = kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
         goto fail;
@@ -100,11 +99,12 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int64_t rows = 0;
-    for (int i = 0; i < npaths && st == KT_OK; i += batch) {
-        int cnt = npaths - i < batch ? npaths - i : batch, n = 0;
-        st = kt_infer_load(&inf, (const char *const *)paths + i, cnt, skip_bad, ok, &n, warn_line, err);
-        if (st != KT_OK || n == 0) continue;
-        const float *y = kt_infer_run(&inf, n);
+    const kt_batch *b = NULL;
+    while (st == KT_OK && (st = kt_infer_next(&inf, &b, err)) == KT_OK && b) {
+        kt_infer_warn(b);
+        const int n = b->n;
+        if (n == 0) continue;
+        const float *y = kt_infer_run(&inf, b);
         /* [C][n][H][W] -> one [C][H][W] row per image; avgpool and logits
          * are [n][C] rows already. */
         for (int j = 0; j < n && st == KT_OK; j++) {
@@ -151,7 +151,7 @@ fail:
         fclose(f);
         remove(tmp);
     }
-    free(tmp), free(ok), free(paths);
+    free(tmp), free(paths);
     kt_infer_close(&inf);
     return st;
 }

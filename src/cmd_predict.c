@@ -190,8 +190,6 @@ static kt_status report(const char *image, const float *probs, int nclasses, int
     return KT_OK;
 }
 
-static void warn_line(const char *msg) { fprintf(stderr, "kt: warning: skipped %s\n", msg); }
-
 kt_status kt_cmd_predict(int argc, char **argv, kt_err *err)
 {
     const char *model = NULL, *labels_path = NULL;
@@ -211,7 +209,7 @@ kt_status kt_cmd_predict(int argc, char **argv, kt_err *err)
     static const kt_cmd cmd = {"predict", "classify images with a trained model",
                                "kt predict -m MODEL [options] IMAGE|DIR..."};
     char **pos = NULL, **paths = NULL;
-    int npos = 0, npaths = 0, *ok = NULL;
+    int npos = 0, npaths = 0;
     float *probs = NULL;
     labels lab = {0};
     kt_infer inf = {0};
@@ -226,25 +224,26 @@ kt_status kt_cmd_predict(int argc, char **argv, kt_err *err)
     char found[4096];
     if (!labels_path && find_package_labels(found, sizeof found, model)) labels_path = found;
     if (labels_path && (st = labels_load(&lab, labels_path, nc, err)) != KT_OK) goto fail;
-    ok = malloc(sizeof(int) * (size_t)batch);
     probs = malloc(sizeof(float) * (size_t)batch * nc);
-    if (!ok || !probs) {
+    if (!probs) {
         st = kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < npaths && st == KT_OK; i += batch) {
-        int cnt = npaths - i < batch ? npaths - i : batch, n = 0;
-        st = kt_infer_load(&inf, (const char *const *)paths + i, cnt, skip_bad, ok, &n, warn_line, err);
-        if (st != KT_OK || n == 0) continue;
-        kt_softmax(probs, kt_infer_run(&inf, n), n, nc);
-        for (int j = 0, r = 0; j < cnt && st == KT_OK; j++)
-            if (ok[j]) st = report(paths[i + j], probs + (size_t)r++ * nc, nc, k, &lab, json, err);
+    if ((st = kt_infer_start(&inf, (const char *const *)paths, npaths, skip_bad, err)) != KT_OK)
+        goto fail;
+    const kt_batch *b = NULL;
+    while (st == KT_OK && (st = kt_infer_next(&inf, &b, err)) == KT_OK && b) {
+        kt_infer_warn(b);
+        if (b->n == 0) continue;
+        kt_softmax(probs, kt_infer_run(&inf, b), b->n, nc);
+        for (int j = 0; j < b->n && st == KT_OK; j++)
+            st = report(paths[b->samples[j]], probs + (size_t)j * nc, nc, k, &lab, json, err);
     }
     if (st == KT_OK && fflush(stdout) != 0)
         st = kt_err_set(err, KT_ERR_RUNTIME, "writing results to stdout: %s", strerror(errno));
 fail:
     labels_free(&lab);
-    free(ok), free(probs), free(paths);
+    free(probs), free(paths);
     kt_infer_close(&inf);
     return st;
 }

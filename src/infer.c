@@ -1,11 +1,14 @@
 /* infer.c - batch inference glue for kt embed and kt predict (see infer.h).
  *
- * Images are decoded one after the other on the calling thread: decoding a
- * photo costs ~1-3 ms against ~35 ms of network per image, and a decode
- * thread running beside OpenBLAS's threads would steal a core from every
- * GEMM. Only the window the centre crop needs is decoded (image.h ROI).
+ * Decoding runs on the loader's worker threads, one per core, a batch
+ * ahead: while the network runs they compete with it for the cores (the
+ * total work is the same), and while the next batch is not ready they decode
+ * it in parallel instead of on one thread. Only the window the centre crop
+ * needs is decoded (the loader's eval path).
  */
 #include "infer.h"
+
+#include "blas.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "blas.h"
 
 kt_status kt_infer_open(kt_infer *inf, const char *model, const char *layer, int batch,
                         int resize, int crop, kt_err *err)
@@ -33,8 +38,6 @@ kt_status kt_infer_open(kt_infer *inf, const char *model, const char *layer, int
     if (crop > resize)
         return kt_err_set(err, KT_ERR_USAGE, "crop size %d is larger than the resize %d", crop,
                           resize);
-    inf->input = malloc(sizeof(float) * 3 * (size_t)batch * crop * crop);
-    if (!inf->input) return kt_err_set(err, KT_ERR_RUNTIME, "out of memory for the input batch");
     if (inf->point > 0) {
         kt_resnet_plan plan = {.batch = batch, .image_size = crop, .freeze = inf->point,
                                .stop = inf->point};
@@ -45,12 +48,11 @@ kt_status kt_infer_open(kt_infer *inf, const char *model, const char *layer, int
 
 void kt_infer_close(kt_infer *inf)
 {
+    kt_loader_free(inf->loader);
+    kt_dataset_free(&inf->ds);
     kt_resnet_free(inf->r);
     kt_arch_free(inf->a);
     kt_weights_free(inf->w);
-    free(inf->input), free(inf->fbuf);
-    kt_image_free(&inf->img);
-    kt_transform_ws_free(&inf->tws);
     memset(inf, 0, sizeof *inf);
 }
 
@@ -163,56 +165,40 @@ kt_status kt_infer_list(char ***paths, int *n, char **args, int nargs, kt_err *e
 
 /* ------------------------------------------------------------- batches */
 
-/* Decodes the crop window of one file and writes its 3 planes at out with
- * channel stride cstride. */
-static kt_status load_one(kt_infer *inf, float *out, size_t cstride, const char *path,
-                          kt_err *err)
+kt_status kt_infer_start(kt_infer *inf, const char *const *paths, int n, int skip_bad,
+                         kt_err *err)
 {
-    size_t nb = 0;
-    kt_status st = kt_image_read_file(&inf->fbuf, &inf->fcap, &nb, path, err);
+    kt_status st = kt_dataset_from_paths(&inf->ds, paths, n, err);
     if (st != KT_OK) return st;
-    kt_image_info info;
-    if ((st = kt_image_probe(&info, inf->fbuf, nb, path, err)) != KT_OK) return st;
-    kt_image_opts opts = {0};
-    kt_transform_eval_roi(info.w, info.h, inf->resize, inf->size, &opts.roi_x0, &opts.roi_y0,
-                          &opts.roi_x1, &opts.roi_y1);
-    if ((st = kt_image_decode_ex(&inf->img, inf->fbuf, nb, path, &opts, err)) != KT_OK) return st;
-    st = kt_transform_eval_ws(out, cstride, &inf->img, inf->resize, inf->size, &inf->a->norm,
-                              &inf->tws, err);
-    if (st != KT_OK) kt_err_prefix(err, "%s", path);
-    return st;
+    kt_loader_opts o = {.ds = &inf->ds,
+                        .batch = inf->batch,
+                        .image_size = inf->size,
+                        .resize = inf->resize,
+                        .norm = inf->a->norm,
+                        .workers = kt_blas_threads(),
+                        .prefetch = 1,
+                        .fail_on_bad = !skip_bad,
+                        .epochs = 1};
+    return kt_loader_init(&inf->loader, &o, err);
 }
 
-kt_status kt_infer_load(kt_infer *inf, const char *const *paths, int count, int skip_bad,
-                        int *ok, int *n, void (*warn)(const char *msg), kt_err *err)
+kt_status kt_infer_next(kt_infer *inf, const kt_batch **b, kt_err *err)
 {
-    const size_t plane = (size_t)inf->size * inf->size, stride = plane * inf->batch;
-    int m = 0;
-    *n = 0;
-    for (int i = 0; i < count && i < inf->batch; i++) {
-        kt_err e = {0};
-        kt_status st = load_one(inf, inf->input + m * plane, stride, paths[i], &e);
-        ok[i] = st == KT_OK;
-        if (st == KT_OK) {
-            m++;
-        } else if (skip_bad && st == KT_ERR_DATA) {
-            if (warn) warn(e.msg);
-        } else {
-            if (err) *err = e;
-            return st;
-        }
+    return kt_loader_next(inf->loader, b, err);
+}
+
+void kt_infer_warn(const kt_batch *b)
+{
+    for (const char *p = b->warnings; *p;) {
+        const char *nl = strchr(p, '\n');
+        int len = nl ? (int)(nl - p) : (int)strlen(p);
+        if (len) fprintf(stderr, "kt: warning: skipped %.*s\n", len, p);
+        p += len + (nl != NULL);
     }
-    /* The images went in with the full batch's channel stride; close the gap
-     * when the batch is short so the tensor is the compact [3][m][S][S]. */
-    if (m < inf->batch)
-        for (int c = 1; c < 3; c++)
-            memmove(inf->input + c * m * plane, inf->input + c * stride, sizeof(float) * m * plane);
-    *n = m;
-    return KT_OK;
 }
 
-const float *kt_infer_run(kt_infer *inf, int n)
+const float *kt_infer_run(kt_infer *inf, const kt_batch *b)
 {
-    if (!inf->r) return inf->input;
-    return kt_resnet_forward(inf->r, 0, inf->input, n, 0);
+    if (!inf->r) return b->input;
+    return kt_resnet_forward(inf->r, 0, b->input, b->n, 0);
 }

@@ -1,10 +1,9 @@
 /* infer.h - batch inference glue shared by kt embed and kt predict: the model
  * opened for a stop point, the list of input files, and batches of images
- * decoded and preprocessed into the network's input layout.
+ * decoded and preprocessed (loader.h) into the network's input layout.
  *
- * One kt_infer owns the weights, the arch, the planned network and every
- * buffer; nothing is allocated per batch once the first images have grown the
- * decode scratch.
+ * One kt_infer owns the weights, the arch, the planned network, the loader
+ * and every buffer; nothing is allocated per batch.
  */
 #ifndef KT_INFER_H
 #define KT_INFER_H
@@ -13,9 +12,9 @@
 
 #include "arch.h"
 #include "err.h"
-#include "image.h"
+#include "dataset.h"
+#include "loader.h"
 #include "resnet.h"
-#include "transform.h"
 #include "weights.h"
 
 typedef struct {
@@ -24,11 +23,8 @@ typedef struct {
     kt_resnet *r;           /* NULL when point is the input */
     int point;              /* stop point (arch.h numbering) */
     int batch, size, resize;
-    float *input;           /* [3][batch][size][size], network channel order */
-    kt_image img;           /* decode scratch */
-    kt_transform_ws tws;
-    uint8_t *fbuf;          /* file bytes scratch */
-    size_t fcap;
+    kt_dataset ds;          /* the input files, in order */
+    kt_loader *loader;
 } kt_infer;
 
 /* Loads the model and plans the network up to the point named `layer`
@@ -48,16 +44,23 @@ void kt_infer_shape(const kt_infer *inf, int *c, int *h, int *w);
  * KT_ERR_USAGE. */
 kt_status kt_infer_list(char ***paths, int *n, char **args, int nargs, kt_err *err);
 
-/* Decodes and preprocesses up to inf->batch files into inf->input (compact
- * [3][*n][S][S]); ok[i] says whether paths[i] was used. A bad image is an
- * error naming the file unless skip_bad, in which case its message goes to
- * warn (one line each, may be NULL) and it is left out. */
-kt_status kt_infer_load(kt_infer *inf, const char *const *paths, int count, int skip_bad,
-                        int *ok, int *n, void (*warn)(const char *msg), kt_err *err);
+/* Starts decoding paths[0..n) in order into batches (loader.h worker
+ * threads, the eval transform). skip_bad: a bad image is left out of its
+ * batch (kt_infer_next reports it) instead of failing the run. */
+kt_status kt_infer_start(kt_infer *inf, const char *const *paths, int n, int skip_bad,
+                         kt_err *err);
+/* The next batch in input order, *b = NULL after the last one. b->samples
+ * index paths; b->warnings names the images skipped. A bad image without
+ * skip_bad is KT_ERR_DATA naming the file. */
+kt_status kt_infer_next(kt_infer *inf, const kt_batch **b, kt_err *err);
 
-/* Runs the network on the n loaded images; returns the stop point's
- * activation: [C][n][H][W] for maps, [n][C] for avgpool and logits, the
- * input itself for the input point. Valid until the next call. */
-const float *kt_infer_run(kt_infer *inf, int n);
+/* Prints the batch's warnings (images left out) on stderr, one
+ * "kt: warning: skipped ..." line each. */
+void kt_infer_warn(const kt_batch *b);
+
+/* Runs the network on a batch's input; returns the stop point's activation:
+ * [C][n][H][W] for maps, [n][C] for avgpool and logits, the input itself for
+ * the input point. Valid until the next call. */
+const float *kt_infer_run(kt_infer *inf, const kt_batch *b);
 
 #endif
