@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,22 @@ static void out_path(const trainer *t, char *buf, size_t size, const char *name)
     snprintf(buf, size, "%s/%s", t->dir, name);
 }
 
+/* Warnings show even with --quiet (which silences progress and summaries);
+ * a live progress line is cleared first. */
+static void warnf(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warnf(trainer *t, const char *fmt, ...)
+{
+    va_list ap;
+    if (t->prog.live)
+        fputs("\r\033[K", stderr);
+    t->prog.live = 0;
+    fputs("kt: warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
 /* ---- small file helpers ---------------------------------------------------- */
 
 static kt_status mkdir_p(const char *path, kt_err *err)
@@ -272,10 +289,10 @@ static kt_status load_data(trainer *t, kt_err *err)
     const kt_dataset *tr = t->split ? &t->train : &t->all;
     for (int c = 0; c < tr->nclasses; c++)
         if (tr->count[c] == 0)
-            fprintf(stderr, "kt: warning: class '%s' has no training images\n", tr->classes[c]);
+            warnf(t, "class '%s' has no training images", tr->classes[c]);
     for (int c = 0; t->has_val && c < t->val.nclasses; c++)
-        if (t->val.count[c] == 0 && !t->quiet)
-            fprintf(stderr, "kt: warning: class '%s' has no validation images\n", t->val.classes[c]);
+        if (t->val.count[c] == 0)
+            warnf(t, "class '%s' has no validation images", t->val.classes[c]);
     t->k = tr->nclasses;
     t->data_sum = data_checksum(tr, 0xcbf29ce484222325ull);
     if (t->has_val)
@@ -647,13 +664,13 @@ static kt_status resume(trainer *t, kt_err *err)
                         path, ndiff, ndiff > 1 ? "s" : "", diffs);
         goto fail;
     }
-    if (ndiff && !t->quiet)
-        fprintf(stderr, "kt: warning: --force: resuming although the job changed:%s\n", diffs);
-    if ((int)num(ts, "threads") != kt_blas_threads() && !t->quiet)
-        fprintf(stderr,
-                "kt: warning: resuming with %d threads, the run used %d: results will not be "
-                "bit-identical to an uninterrupted run\n",
-                kt_blas_threads(), (int)num(ts, "threads"));
+    if (ndiff)
+        warnf(t, "--force: resuming although the job changed:%s", diffs);
+    if ((int)num(ts, "threads") != kt_blas_threads())
+        warnf(t,
+              "resuming with %d threads, the run used %d: results will not be bit-identical to "
+              "an uninterrupted run",
+              kt_blas_threads(), (int)num(ts, "threads"));
 
     int nb = kt_resnet_nbuffers(t->net);
     bufs = malloc(sizeof *bufs * (size_t)(nb > 0 ? nb : 1));
@@ -701,6 +718,18 @@ fail:
 
 /* ---- the epoch's end ------------------------------------------------------------- */
 
+/* The loader's newline-separated messages about bad files, one warning each. */
+static void warn_lines(trainer *t, const char *text)
+{
+    while (text && *text) {
+        const char *nl = strchr(text, '\n');
+        int len = nl ? (int)(nl - text) : (int)strlen(text);
+        if (len > 0)
+            warnf(t, "%.*s", len, text);
+        text += len + (nl != NULL);
+    }
+}
+
 /* The head's input for a batch: images go through the network from the input;
  * cached batches hold the activation at the cut and start there. */
 static const float *features(trainer *t, const kt_batch *b, int training)
@@ -714,8 +743,7 @@ static const float *features(trainer *t, const kt_batch *b, int training)
 
 static void val_batch(trainer *t, const kt_batch *b)
 {
-    if (b->warnings[0] && !t->quiet)
-        kt_progress_printf(&t->prog, "kt: warning: %s\n", b->warnings);
+    warn_lines(t, b->warnings);
     if (b->n == 0)
         return;
     const float *f = features(t, b, 0);
@@ -938,14 +966,13 @@ static void clear_outputs(trainer *t)
     }
 }
 
-static kt_metric without_val(const trainer *t, kt_metric m, const char *key)
+static kt_metric without_val(trainer *t, kt_metric m, const char *key)
 {
     if (t->has_val || (m != KT_METRIC_VAL_ACC && m != KT_METRIC_VAL_LOSS))
         return m;
     kt_metric r = m == KT_METRIC_VAL_ACC ? KT_METRIC_TRAIN_ACC : KT_METRIC_TRAIN_LOSS;
-    if (!t->quiet)
-        fprintf(stderr, "kt: warning: %s: no validation images (data.val unset, data.val_split 0); using %s\n",
-                key, kt_spec_metric_name(r));
+    warnf(t, "%s: no validation images (data.val unset, data.val_split 0); using %s", key,
+          kt_spec_metric_name(r));
     return r;
 }
 
@@ -1065,7 +1092,7 @@ static kt_status open_caches(trainer *t, const kt_augment *aug, int augmenting, 
     for (int i = 0; i < 2; i++) {
         const char *w = kt_cache_warnings(i ? t->val_cache : t->cache);
         if (w && w[0])
-            kt_progress_printf(&t->prog, "kt: warning: cache: %s\n", w);
+            warnf(t, "cache: %s", w);
     }
     return KT_OK;
 }
@@ -1221,8 +1248,7 @@ static kt_status run(trainer *t, kt_err *err)
             break;
         t->wait_s += b->wait_seconds;
         t->skipped += b->nskipped;
-        if (b->warnings[0] && !t->quiet)
-            kt_progress_printf(&t->prog, "kt: warning: %s\n", b->warnings);
+        warn_lines(t, b->warnings);
         if (b->n > 0 && (st = train_step(t, b, &lr, err)) != KT_OK)
             goto done;
         t->images += b->n, t->ep_images += b->n;
