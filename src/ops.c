@@ -247,12 +247,49 @@ static void valid_range(int *lo, int *hi, int kx, const kt_conv_shape *s, int w,
     *lo = l, *hi = h;
 }
 
+/* im2col of a stride-1 'same' conv (ho = h, wo = w): for a tap (ky, kx) the
+ * column row of an image is the input plane shifted by (ky-p)*w + (kx-p)
+ * elements, so one memcpy moves all valid rows at once; the few entries that
+ * wrapped around a row edge or fell into the padding are zeroed after. */
+static void im2col_same(float *dst, const float *src, int ky, int kx, const kt_conv_shape *s)
+{
+    const int p = s->pad, h = s->h, w = s->w;
+    const ptrdiff_t plane = (ptrdiff_t)h * w, shift = (ptrdiff_t)(ky - p) * w + (kx - p);
+    int y0 = p - ky > 0 ? p - ky : 0, y1 = h - 1 + p - ky < h - 1 ? h - 1 + p - ky : h - 1;
+    if (y1 < y0) {
+        memset(dst, 0, sizeof(float) * plane);
+        return;
+    }
+    memset(dst, 0, sizeof(float) * y0 * w);
+    memset(dst + (ptrdiff_t)(y1 + 1) * w, 0, sizeof(float) * (h - 1 - y1) * w);
+    ptrdiff_t a = (ptrdiff_t)y0 * w, b = (ptrdiff_t)(y1 + 1) * w;
+    if (a + shift < 0) a = -shift;
+    if (b + shift > plane) b = plane - shift;
+    if (b > a) memcpy(dst + a, src + a + shift, sizeof(float) * (b - a));
+    int lo = p - kx > 0 ? p - kx : 0, hi = w - 1 + p - kx < w - 1 ? w - 1 + p - kx : w - 1;
+    if (lo == 0 && hi == w - 1) return;
+    for (int y = y0; y <= y1; y++) {
+        float *r = dst + (ptrdiff_t)y * w;
+        for (int x = 0; x < lo; x++) r[x] = 0.0f;
+        for (int x = hi + 1; x < w; x++) r[x] = 0.0f;
+    }
+}
+
 /* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
  * images [n0, n0+nc), zero where the tap falls into the padding. */
 static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, int nc)
 {
     const int k = s->k, st = s->stride, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, oplane = (size_t)ho * wo, ld = oplane * nc;
+    if (st == 1 && ho == h && wo == w) {
+        for (int ci = 0; ci < s->cin; ci++)
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++)
+                    for (int img = 0; img < nc; img++)
+                        im2col_same(col + ((size_t)(ci * k + ky) * k + kx) * ld + img * oplane,
+                                    in + ((size_t)ci * s->n + n0 + img) * plane, ky, kx, s);
+        return;
+    }
     for (int ci = 0; ci < s->cin; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {

@@ -253,6 +253,9 @@ static void test_conv(void)
         {2, 3, 5, 5, 2, 3, 2, 0, "3x3 s2 p0 odd"},
         {1, 1, 3, 3, 1, 3, 1, 1, "1 channel 3x3"},
         {2, 3, 4, 4, 3, 5, 3, 2, "5x5 s3 p2"},
+        {2, 2, 6, 5, 3, 5, 1, 2, "5x5 s1 p2 (same)"},
+        {3, 2, 3, 4, 2, 7, 1, 3, "7x7 s1 p3 on 3x4 (taps past the plane)"},
+        {1, 2, 1, 6, 2, 3, 1, 1, "3x3 s1 p1 on one row"},
     };
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         check_conv_vs_naive(&odd[i]);
