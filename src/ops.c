@@ -558,12 +558,64 @@ void kt_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
 
 /* ---------------------------------------------------------------- pools */
 
+/* max(a, b) where a NaN in either wins (the max pool's rule). */
+static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
+
+/* t[i] = NaN-propagating max of r0[i], r1[i], r2[i] (r1, r2 may be NULL). */
+KT_CLONES static void vk_vmax3(float *t, const float *r0, const float *r1, const float *r2,
+                               size_t n)
+{
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf m = *(const vf *)(r0 + i);
+        for (int j = 0; j < 2; j++) {
+            const float *r = j ? r2 : r1;
+            if (!r) continue;
+            vf v = *(const vf *)(r + i);
+            vi take = (v > m) | (v != v);
+            m = (vf)(((vi)v & take) | ((vi)m & ~take));
+        }
+        *(vf *)(t + i) = m;
+    }
+    for (; i < n; i++) t[i] = nmax(r2 ? r2[i] : r0[i], nmax(r1 ? r1[i] : r0[i], r0[i]));
+}
+
+/* The stem's 3x3 / 2 pool with padding 1, without argmax (inference): the
+ * vertical max of the three input rows is taken 16 lanes at a time, then
+ * the horizontal max of three neighbours of that row. Same values as the
+ * general loop. */
+static void maxpool_3x3s2(float *out, const float *in, size_t planes, int h, int w, int ho,
+                          int wo, float *t)
+{
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = in + p * h * w;
+        float *dst = out + p * ho * wo;
+        for (int oy = 0; oy < ho; oy++) {
+            int y = 2 * oy;
+            const float *r0 = src + (size_t)y * w;
+            vk_vmax3(t, r0, y > 0 ? r0 - w : NULL, y + 1 < h ? r0 + w : NULL, (size_t)w);
+            for (int ox = 0; ox < wo; ox++) {
+                int x = 2 * ox;
+                float m = t[x];
+                if (x > 0) m = nmax(t[x - 1], m);
+                if (x + 1 < w) m = nmax(t[x + 1], m);
+                dst[oy * wo + ox] = m;
+            }
+        }
+    }
+}
+
 /* Taps in the padding are skipped (never win), as torch's max pool does. A
  * strictly greater value replaces the max, so ties keep the first tap, and a
  * NaN wins and sticks, which is torch's rule too. */
 void kt_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int n, int h, int w,
                         int k, int stride, int pad, int ho, int wo)
 {
+    float row[1024];
+    if (!argmax && k == 3 && stride == 2 && pad == 1 && w <= 1024) {
+        maxpool_3x3s2(out, in, (size_t)c * n, h, w, ho, wo, row);
+        return;
+    }
     const size_t planes = (size_t)c * n;
     for (size_t p = 0; p < planes; p++) {
         const float *src = in + p * h * w;

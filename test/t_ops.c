@@ -539,6 +539,21 @@ static void test_pools(void)
             }
     CHECK(bad == 0 && q.ho == 4 && q.wo == 3, "maxpool 3x3/2 pad 1 fwd vs reference (%d wrong)",
           bad);
+    /* The 3x3/2 fast path (no argmax) gives the general loop's values, NaN
+     * included, on odd and even sizes. */
+    int same = 1;
+    for (int hw = 0; hw < 4; hw++) {
+        int hh = 7 + hw, ww = 40 - 3 * hw, pho = (hh - 1) / 2 + 1, pwo = (ww - 1) / 2 + 1;
+        int64_t ni = 2 * 3 * hh * ww, no = 2 * 3 * pho * pwo;
+        float *x = rand_buf(ni), *o1 = zero_buf(no), *o2 = zero_buf(no);
+        int32_t *am = malloc(sizeof(int32_t) * no);
+        x[5 * hw + 3] = NAN;
+        kt_maxpool_forward(o1, am, x, 2, 3, hh, ww, 3, 2, 1, pho, pwo);
+        kt_maxpool_forward(o2, NULL, x, 2, 3, hh, ww, 3, 2, 1, pho, pwo);
+        for (int64_t i = 0; i < no; i++) same &= o1[i] == o2[i] || (isnan(o1[i]) && isnan(o2[i]));
+        free(x), free(o1), free(o2), free(am);
+    }
+    CHECK(same, "maxpool 3x3/2 fast path (no argmax) equals the general loop, NaN included");
     float *din = zero_buf(nin);
     fill(din, nin, 0.5f);
     kt_maxpool_backward(din, q.r, q.am, q.c, q.n, q.h, q.w, q.ho, q.wo);
