@@ -11,7 +11,9 @@
  * the shortcut (identity: in place over the block input; projection: over the
  * shortcut conv's output, its bias merged into the last conv's). Activations
  * ping-pong between two buffers, so the frozen part's memory does not grow
- * with depth and nothing is kept for a backward it never gets.
+ * with depth and nothing is kept for a backward it never gets. It runs
+ * data-parallel in image lanes, in chunks of a few images (see lane below):
+ * its memory depends on the chunk, not on the batch size.
  *
  * Trainable units own float32 copies of their parameters, gradients and
  * running statistics, and keep what their backward needs: the conv output
@@ -25,8 +27,8 @@
 #include "resnet.h"
 
 #include <assert.h>
-#include <pthread.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -9,6 +9,11 @@
  * copies); trainable blocks own float32 copies of their parameters.
  *
  * Activation layout is [C][N][H][W] (ops.h); avgpool and logits are [N][C].
+ *
+ * Threads: the frozen part runs on kt_blas_threads() threads of its own
+ * (read at init), each on a share of the images with single-threaded GEMMs;
+ * the trainable part uses OpenBLAS's threads. A kt_resnet is used by one
+ * thread at a time.
  */
 #ifndef KT_RESNET_H
 #define KT_RESNET_H
