@@ -85,8 +85,7 @@ typedef struct {
     /* command line */
     const char *job;
     int resume_flag, force, quiet, events, threads, no_cache;
-    int resume;                 /* continuing the run in output.dir */
-    int resume_auto;            /* ... found there without --resume */
+    int resume;                 /* continuing the run in output.dir (found there, or --resume) */
 
     kt_spec spec;
     char *spec_json;            /* resolved spec (kt_spec_to_json), owned */
@@ -1151,7 +1150,7 @@ static kt_status run(trainer *t, kt_err *err)
     if (file_exists(path) && t->force && !t->resume)
         clear_outputs(t);
     else if (file_exists(path))
-        t->resume = 1, t->resume_auto = !t->resume_flag;
+        t->resume = 1;
     else if (t->resume)
         return kt_err_set(err, KT_ERR_USAGE, "--resume: %s does not exist (nothing to resume)", path);
     if (t->resume && (st = resume(t, err)) != KT_OK)
