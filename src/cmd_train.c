@@ -134,7 +134,7 @@ typedef struct {
     double last_save;           /* now() of the last save of last */
     kt_metrics_log *log;
     kt_progress prog;
-    double t0;
+    double t0, loop_t0;         /* start of the session, of its first step */
     int64_t images, skipped;
     double wait_s;
     double train_s;             /* in training steps (data wait included; validation
@@ -931,7 +931,7 @@ static kt_status log_step(trainer *t, const kt_batch *b, double lr, kt_err *err)
 {
     double el = t->train_s, ips = el > 0 ? (double)t->images / el : 0;
     int64_t total = (int64_t)t->spec.train.epochs * t->bpe;
-    double per_step = t->step > t->step0 ? (now() - t->t0) / (double)(t->step - t->step0) : 0;
+    double per_step = t->step > t->step0 ? (now() - t->loop_t0) / (double)(t->step - t->step0) : 0;
     kt_progress_step(&t->prog, b->epoch + 1, t->spec.train.epochs, b->index + 1, t->bpe, t->step,
                      kt_metrics_loss(&t->tm), kt_metrics_acc(&t->tm), ips,
                      per_step * (double)(total - t->step));
@@ -1237,6 +1237,7 @@ static kt_status run(trainer *t, kt_err *err)
     }
 
     double lr = kt_schedule_lr(&t->sched, t->step);
+    t->loop_t0 = now();
     while (!t->finished) {
         const kt_batch *b;
         double it0 = now();
