@@ -101,8 +101,13 @@ struct kt_resnet {
     pthread_mutex_t mu;     /* lane workers: job generation, completions */
     pthread_cond_t go, done;
     int gen, ndone, quit, nthreads_started;
+    int nthr;               /* threads of the pool (lanes[0] is the caller) */
+    int job_kind;           /* 0: frozen lanes, 1: par_for ranges */
     int job_from, job_n;
     const float *job_in;
+    void (*job_fn)(const void *ctx, int64_t lo, int64_t hi);
+    const void *job_ctx;
+    int64_t job_count;
     float *work;            /* im2col workspace of lane 0 and the trainable part */
     float *avg, *logits;    /* [n][features], [n][classes] */
     /* backward scratch (train only) */
@@ -279,7 +284,8 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     if (st != KT_OK) goto fail;
     const int B = r->plan.batch, F = r->plan.freeze, T = r->plan.stop;
     int oom = 0;
-    r->nlanes = F >= 1 && kt_blas_threads() > 1 ? (kt_blas_threads() < B ? kt_blas_threads() : B) : 1;
+    r->nthr = kt_blas_threads() > 1 ? kt_blas_threads() : 1;
+    r->nlanes = F >= 1 ? (r->nthr < B ? r->nthr : B) : 1;
     /* A lane runs its images in chunks of at most lane_b: a few 224x224
      * images keep each GEMM's operands near the caches (layer1's 1x1 convs
      * run ~25% faster on 4 images than on 16) and still give the late 7x7
@@ -405,12 +411,12 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     /* Lane buffers. P[0] also receives a lane's slice of the input (any
      * point up to the cut, the image itself included). */
     r->work = alloc_f(max_sz(wsF, wsT), &oom);
-    r->lanes = calloc((size_t)r->nlanes, sizeof *r->lanes);
+    r->lanes = calloc((size_t)r->nthr, sizeof *r->lanes);
     if (!r->lanes) goto oom;
     if (P) P = max_sz(P, (size_t)3 * S * S);
+    for (int k = 0; k < r->nthr; k++) r->lanes[k].r = r;
     for (int k = 0; k < r->nlanes; k++) {
         lane *L = &r->lanes[k];
-        L->r = r;
         if (P) L->P[0] = alloc_f(P * LB, &oom), L->P[1] = alloc_f(P * LB, &oom);
         if (T1) L->T1 = alloc_f(T1 * LB, &oom);
         if (T2) L->T2 = alloc_f(T2 * LB, &oom);
@@ -430,7 +436,9 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
         r->SC1 = alloc_f(SC * B, &oom);
     }
     if (oom) goto oom;
-    if (r->nlanes > 1 && (st = start_lanes(r, err)) != KT_OK) goto fail;
+    if (r->nthr > 1 && (r->nlanes > 1 || (r->plan.train && F < T)) &&
+        (st = start_lanes(r, err)) != KT_OK)
+        goto fail;
     *out = r;
     return KT_OK;
 oom:
@@ -454,7 +462,7 @@ void kt_resnet_free(kt_resnet *r)
     free(r->blocks), free(r->stem_out), free(r->argmax);
     free(r->fcw), free(r->dfcw), free(r->fcb), free(r->dfcb);
     stop_lanes(r);
-    for (int k = 0; r->lanes && k < r->nlanes; k++) {
+    for (int k = 0; r->lanes && k < r->nthr; k++) {
         lane *L = &r->lanes[k];
         free(L->P[0]), free(L->P[1]), free(L->T1), free(L->T2);
         if (k) free(L->work);
@@ -569,6 +577,48 @@ static void lane_run(lane *L)
         chunk_run(L, L->i0 + i, L->ni - i < L->r->lane_b ? L->ni - i : L->r->lane_b);
 }
 
+/* A lane's part of the current job: its images of the frozen part, or its
+ * share of a par_for range. */
+static void run_job(lane *L)
+{
+    kt_resnet *r = L->r;
+    if (r->job_kind == 0) {
+        lane_run(L);
+        return;
+    }
+    int64_t k = L - r->lanes, T = r->nthr;
+    int64_t lo = r->job_count * k / T, hi = r->job_count * (k + 1) / T;
+    if (lo < hi) r->job_fn(r->job_ctx, lo, hi);
+}
+
+/* Runs the current job on every thread, the caller being lane 0. */
+static void dispatch(kt_resnet *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->gen++, r->ndone = 0;
+    pthread_cond_broadcast(&r->go);
+    pthread_mutex_unlock(&r->mu);
+    run_job(&r->lanes[0]);
+    pthread_mutex_lock(&r->mu);
+    while (r->ndone < r->nthr - 1) pthread_cond_wait(&r->done, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* fn(ctx, lo, hi) over [0, count) split evenly over the pool; on the
+ * caller alone when there is no pool or less than 2 * grain work. Used for
+ * the trainable part's per-channel and elementwise passes, between GEMMs
+ * (which use OpenBLAS's own threads). */
+static void par_for(kt_resnet *r, void (*fn)(const void *, int64_t, int64_t), const void *ctx,
+                    int64_t count, int64_t grain)
+{
+    if (!r->nthreads_started || r->nthreads_started < r->nthr || count < 2 * grain) {
+        fn(ctx, 0, count);
+        return;
+    }
+    r->job_kind = 1, r->job_fn = fn, r->job_ctx = ctx, r->job_count = count;
+    dispatch(r);
+}
+
 static void *lane_main(void *arg)
 {
     lane *L = arg;
@@ -581,9 +631,9 @@ static void *lane_main(void *arg)
         int quit = r->quit;
         pthread_mutex_unlock(&r->mu);
         if (quit) return NULL;
-        lane_run(L);
+        run_job(L);
         pthread_mutex_lock(&r->mu);
-        if (++r->ndone == r->nlanes - 1) pthread_cond_signal(&r->done);
+        if (++r->ndone == r->nthr - 1) pthread_cond_signal(&r->done);
         pthread_mutex_unlock(&r->mu);
     }
 }
@@ -594,7 +644,7 @@ static kt_status start_lanes(kt_resnet *r, kt_err *err)
         pthread_cond_init(&r->done, NULL))
         return kt_err_set(err, KT_ERR_RUNTIME, "cannot create thread synchronisation");
     r->nthreads_started = 1; /* the primitives exist */
-    for (int k = 1; k < r->nlanes; k++) {
+    for (int k = 1; k < r->nthr; k++) {
         if (pthread_create(&r->lanes[k].th, NULL, lane_main, &r->lanes[k]) != 0)
             return kt_err_set(err, KT_ERR_RUNTIME, "cannot start worker thread %d", k);
         r->nthreads_started = k + 1;
@@ -619,22 +669,15 @@ static void stop_lanes(kt_resnet *r)
 static const float *frozen_forward(kt_resnet *r, int from, const float *in, int n)
 {
     int nl = r->nlanes < n ? r->nlanes : n;
-    r->job_from = from, r->job_in = in, r->job_n = n;
-    for (int k = 0, i0 = 0; k < r->nlanes; k++) {
+    r->job_kind = 0, r->job_from = from, r->job_in = in, r->job_n = n;
+    for (int k = 0, i0 = 0; k < r->nthr; k++) {
         int ni = k < nl ? n / nl + (k < n % nl) : 0;
         r->lanes[k].i0 = i0, r->lanes[k].ni = ni;
         i0 += ni;
     }
     if (nl > 1) {
         kt_ops_gemm_serial(1);
-        pthread_mutex_lock(&r->mu);
-        r->gen++, r->ndone = 0;
-        pthread_cond_broadcast(&r->go);
-        pthread_mutex_unlock(&r->mu);
-        lane_run(&r->lanes[0]);
-        pthread_mutex_lock(&r->mu);
-        while (r->ndone < r->nlanes - 1) pthread_cond_wait(&r->done, &r->mu);
-        pthread_mutex_unlock(&r->mu);
+        dispatch(r);
         kt_ops_gemm_serial(0);
     } else {
         lane_run(&r->lanes[0]);
@@ -646,6 +689,67 @@ static const float *frozen_forward(kt_resnet *r, int from, const float *in, int 
     return n <= r->lane_b && r->lanes[0].ni == n ? r->lanes[0].out : r->fout;
 }
 
+/* Per-channel and elementwise passes of the trainable part, as par_for
+ * bodies: a context struct and a function over a range of it. */
+typedef struct {
+    unit *u;
+    float *y, *dc;
+    const float *dy;
+    int64_t m;
+    int training;
+} bn_job;
+
+static void bn_fwd_range(const void *ctx, int64_t lo, int64_t hi)
+{
+    const bn_job *j = ctx;
+    unit *u = j->u;
+    const int64_t m = j->m;
+    if (j->training)
+        kt_bn_train_forward(j->y + lo * m, u->smean + lo, u->srstd + lo, u->rm + lo, u->rv + lo,
+                            u->c + lo * m, u->g + lo, u->be + lo, (int)(hi - lo), m, u->bd->eps,
+                            BN_MOMENTUM, u->relu);
+    else
+        kt_bn_eval_forward(j->y + lo * m, u->c + lo * m, u->scale + lo, u->shift + lo,
+                           (int)(hi - lo), m, u->relu);
+}
+
+static void bn_bwd_range(const void *ctx, int64_t lo, int64_t hi)
+{
+    const bn_job *j = ctx;
+    unit *u = j->u;
+    const int64_t m = j->m;
+    memset(j->dc + lo * m, 0, sizeof(float) * (hi - lo) * m);
+    kt_bn_train_backward(j->dc + lo * m, u->dg + lo, u->dbe + lo, j->dy + lo * m, u->c + lo * m,
+                         u->smean + lo, u->srstd + lo, u->g + lo, (int)(hi - lo), m);
+}
+
+enum { EW_ZERO, EW_COPY, EW_ADD_RELU, EW_RELU_GRAD, EW_RELU_MASK };
+typedef struct {
+    int op;
+    float *y;
+    const float *x, *mask;
+} ew_job;
+
+static void ew_range(const void *ctx, int64_t lo, int64_t hi)
+{
+    const ew_job *j = ctx;
+    const int64_t n = hi - lo;
+    switch (j->op) {
+    case EW_ZERO: memset(j->y + lo, 0, sizeof(float) * n); break;
+    case EW_COPY: memcpy(j->y + lo, j->x + lo, sizeof(float) * n); break;
+    case EW_ADD_RELU: kt_add_relu(j->y + lo, j->x + lo, n); break;
+    case EW_RELU_GRAD: kt_relu_grad(j->y + lo, j->x + lo, j->mask + lo, n); break;
+    default: kt_relu_mask(j->y + lo, j->mask + lo, n); break;
+    }
+}
+
+/* Elementwise op over n floats on the pool (16k floats per thread at least). */
+static void ew(kt_resnet *r, int op, float *y, const float *x, const float *mask, int64_t n)
+{
+    ew_job j = {op, y, x, mask};
+    par_for(r, ew_range, &j, n, 1 << 14);
+}
+
 /* Trainable unit: conv (+ its own bias) into u->c, then BN in train or eval
  * mode into y, then the unit's ReLU. */
 static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int training)
@@ -653,14 +757,12 @@ static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int
     kt_conv_shape s = shape_n(u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
     kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
-    if (training) {
-        kt_bn_train_forward(y, u->smean, u->srstd, u->rm, u->rv, u->c, u->g, u->be, s.cout, m,
-                            u->bd->eps, BN_MOMENTUM, u->relu);
+    if (training)
         u->nbt++;
-    } else {
+    else
         kt_bn_fold_params(u->scale, u->shift, u->g, u->be, u->rm, u->rv, s.cout, u->bd->eps);
-        kt_bn_eval_forward(y, u->c, u->scale, u->shift, s.cout, m, u->relu);
-    }
+    bn_job j = {u, y, NULL, NULL, m, training};
+    par_for(r, bn_fwd_range, &j, s.cout, 1);
 }
 
 static void block_train(kt_resnet *r, block *b, const float *x, int n, int training)
@@ -673,7 +775,7 @@ static void block_train(kt_resnet *r, block *b, const float *x, int n, int train
     }
     int64_t no = (int64_t)b->out_sz * n;
     if (b->d->has_down) unit_fwd(r, &b->down, r->SC1, x, n, training);
-    kt_add_relu(b->out, b->d->has_down ? r->SC1 : x, no);
+    ew(r, EW_ADD_RELU, b->out, b->d->has_down ? r->SC1 : x, NULL, no);
 }
 
 const float *kt_resnet_forward(kt_resnet *r, int from, const float *in, int n, int training)
@@ -727,9 +829,9 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
 {
     kt_conv_shape s = shape_n(u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
-    memset(dc, 0, sizeof(float) * s.cout * m);
-    kt_bn_train_backward(dc, u->dg, u->dbe, dy, u->c, u->smean, u->srstd, u->g, s.cout, m);
-    if (dx && zero_dx) memset(dx, 0, sizeof(float) * s.cin * n * s.h * s.w);
+    bn_job j = {u, NULL, dc, dy, m, 1};
+    par_for(r, bn_bwd_range, &j, s.cout, 1);
+    if (dx && zero_dx) ew(r, EW_ZERO, dx, NULL, NULL, (int64_t)s.cin * n * s.h * s.w);
     kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
 }
 
@@ -742,17 +844,17 @@ static void block_bwd(kt_resnet *r, block *b, float *dx, const float *g, const f
 {
     int64_t no = (int64_t)b->out_sz * n;
     float *gm = r->SC1;
-    kt_relu_grad(gm, g, b->out, no);
+    ew(r, EW_RELU_GRAD, gm, g, b->out, no);
     if (b->d->has_down)
         unit_bwd(r, &b->down, dx, 1, gm, x, n, r->SC2);
     else if (dx)
-        memcpy(dx, gm, sizeof(float) * no);
+        ew(r, EW_COPY, dx, gm, NULL, no);
     const float *gu = gm;
     for (int i = b->nconv - 1; i > 0; i--) {
         unit *u = &b->u[i];
         const float *ux = b->u[i - 1].y;
         unit_bwd(r, u, r->SW1, 1, gu, ux, n, i == b->nconv - 1 ? r->SC2 : r->SW2);
-        kt_relu_mask(r->SW1, ux, (int64_t)b->u[i - 1].s.cout * n * u->s.h * u->s.w);
+        ew(r, EW_RELU_MASK, r->SW1, NULL, ux, (int64_t)b->u[i - 1].s.cout * n * u->s.h * u->s.w);
         gu = r->SW1;
     }
     /* dx already holds the shortcut's gradient: accumulate. */
@@ -796,9 +898,9 @@ void kt_resnet_backward(kt_resnet *r, const float *dout, int n)
         unit *u = &r->stem;
         kt_conv_shape s = shape_n(u, n);
         int64_t m = (int64_t)s.cout * n * s.ho * s.wo;
-        memset(r->SC1, 0, sizeof(float) * m);
+        ew(r, EW_ZERO, r->SC1, NULL, NULL, m);
         kt_maxpool_backward(r->SC1, g, r->argmax, s.cout, n, s.ho, s.wo, r->pool_h, r->pool_w);
-        kt_relu_mask(r->SC1, u->y, m);
+        ew(r, EW_RELU_MASK, r->SC1, NULL, u->y, m);
         unit_bwd(r, u, NULL, 0, r->SC1, r->input, n, r->SC2);
     }
 }
