@@ -30,7 +30,8 @@ static const command commands[] = {
     {"embed", kt_cmd_embed, "write feature vectors of images"},
     {"inspect", kt_cmd_inspect, "describe a weights file or checkpoint"},
     {"validate", kt_cmd_validate, "check a job spec and print it with defaults filled in"},
-    {"check", kt_cmd_check, "verify the installation and the machine"},
+    {"check", kt_cmd_check, "check an image folder before training"},
+    {"cache", kt_cmd_cache, "list or clear the activation cache"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

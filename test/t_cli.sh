@@ -44,7 +44,7 @@ expect_grep '^usage: kt validate' "$OUT/last.out" "kt help validate on stdout"
 
 # Every command: --help works (or, until it is built, says so with exit 2),
 # and an unknown option is a usage error.
-for c in train predict eval embed inspect validate check; do
+for c in train predict eval embed inspect validate check cache; do
     $KT $c --help >"$OUT/h.out" 2>"$OUT/h.err"
     rc=$?
     if grep -q 'not built yet' "$OUT/h.err"; then
