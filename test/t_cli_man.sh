@@ -18,7 +18,7 @@ check_options "kt --help" "$OUT/man-help.txt"
 cmds=$(sed -n '/^commands:/,/^$/p' "$OUT/man-help.txt" | awk 'NF > 1 { print $1 }')
 [ -n "$cmds" ] && ok "kt --help lists commands" || bad "kt --help lists no commands"
 for c in $cmds; do
-    if grep -qE "^\.B[IR]? \"?$c( |\"|$)" "$MAN"; then ok "command $c in the man page"; else bad "command $c missing from $MAN"; fi
+    if grep -qE "^(\.B[IR]? \"?|\\\\fB)$c( |\"|\\\\|$)" "$MAN"; then ok "command $c in the man page"; else bad "command $c missing from $MAN"; fi
     if $KT "$c" --help >"$OUT/man-$c.txt" 2>/dev/null; then
         check_options "kt $c --help" "$OUT/man-$c.txt"
     fi
