@@ -184,6 +184,15 @@ sed -i "s#\"weights\": \"$FIX\"#\"weights\": \"$(pwd)/$R/best.safetensors\"#; s/
 expect_exit 0 "a checkpoint as the weights of a new job" $KT train "$D/warm.json"
 expect_grep "bit-identical to .*ref/best.safetensors" "$OUT/last.err" "warm start: frozen part from the checkpoint"
 
+# --- label smoothing and class weights -----------------------------------------------
+# With smoothing 0.1 over 3 classes the cross-entropy cannot go below the
+# entropy of the smoothed target, 0.29; without it this job ends near 0.2.
+job smooth '"label_smoothing": 0.1, "class_weights": "auto"'
+expect_exit 0 "label smoothing and class weights" $KT train --quiet "$D/smooth.json"
+loss=$(grep '"event":"epoch"' "$D/smooth/metrics.jsonl" | tail -n 1 | sed 's/.*"train_loss":\([0-9.e-]*\).*/\1/')
+awk -v l="$loss" 'BEGIN { exit !(l >= 0.29) }' && ok "smoothed loss stays above its floor ($loss)" ||
+    bad "smoothed train loss $loss below 0.29: smoothing not applied"
+
 # --- the activation cache (no augmentation): the second run computes nothing -------
 job cached
 sed -i 's/"workers": 2/"workers": 2, "augment": {"flip": false, "random_resized_crop": false}/' "$D/cached.json"
