@@ -1234,9 +1234,9 @@ kt_status kt_cache_open(kt_cache **out, const kt_cache_opts *opts, kt_err *err)
     if ((st = compute_missing(c, workers, nw, err)) != KT_OK)
         goto fail;
 
-    c->st.entries = nslots;
     for (int i = 0; i < c->n; i++)
         c->st.bad += c->img[i].bad;
+    c->st.entries = nslots - c->st.bad * c->V;
     double prior = c->persist ? group_spi(c->gdir) : 0;
     c->st.seconds_per_image = c->st.computed ? c->t_forward / (double)c->st.computed : prior;
     if (c->persist && (c->st.computed || prior == 0))
@@ -1401,7 +1401,7 @@ cJSON *kt_cache_stats_json(const kt_cache_stats *s)
     cJSON_AddNumberToObject(o, "evicted", (double)s->evicted);
     cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
     cJSON_AddBoolToObject(o, "mapped", s->mapped);
-    cJSON_AddNumberToObject(o, "hit_rate", s->entries - s->bad > 0 ? (double)s->hits / (double)(s->entries - s->bad) : 0);
+    cJSON_AddNumberToObject(o, "hit_rate", s->entries > 0 ? (double)s->hits / (double)s->entries : 0);
     cJSON_AddNumberToObject(o, "fill_s", s->fill_seconds);
     cJSON_AddNumberToObject(o, "saved_s", s->saved_seconds);
     return o;

@@ -168,8 +168,8 @@ typedef struct {
 } kt_cache_opts;
 
 typedef struct {
-    int64_t entries;            /* image views the dataset needs (bad images included) */
-    int64_t hits;               /* found valid in the cache folder */
+    int64_t entries;            /* activations the run needs: views of the readable images */
+    int64_t hits;               /* found valid in the cache folder (hits == entries: 100%) */
     int64_t computed;           /* computed by this run (misses) */
     int64_t rebuilt;            /* of those, found corrupt or truncated first */
     int64_t bad;                /* images that could not be read or decoded */
