@@ -1088,8 +1088,9 @@ static kt_status open_caches(trainer *t, const kt_augment *aug, int augmenting, 
                        sum.entries ? 100.0 * (double)sum.hits / (double)sum.entries : 0,
                        (long long)sum.computed, sum.fill_seconds, (double)sum.bytes / 1048576.0,
                        sum.mapped ? "mapped from disk" : "in memory");
+    kt_cache *both[2] = {t->cache, t->val_cache};
     for (int i = 0; i < 2; i++) {
-        const char *w = kt_cache_warnings(i ? t->val_cache : t->cache);
+        const char *w = both[i] ? kt_cache_warnings(both[i]) : NULL;
         if (w && w[0])
             warnf(t, "cache: %s", w);
     }

@@ -201,6 +201,9 @@ expect_grep "cache: 0 of [0-9]* activations .* [1-9][0-9]* computed" "$OUT/last.
 rm -rf "$D/cached"
 expect_exit 0 "cached run again" $KT train "$D/cached.json"
 expect_grep "cache: [1-9][0-9]* of [0-9]* activations .*, 0 computed" "$OUT/last.err" "second run: every activation from the cache"
+job cachednoval
+sed -i 's/"workers": 2/"workers": 2, "augment": {"flip": false, "random_resized_crop": false}/; s#"val": "data/val"#"val": null, "val_split": 0#' "$D/cachednoval.json"
+expect_exit 0 "cached run without validation data" $KT train --quiet "$D/cachednoval.json"
 job augnocache
 expect_exit 0 "augmentation without cached_views" $KT train "$D/augnocache.json"
 expect_grep "cache: off: augmentation is on" "$OUT/last.err" "the log says why nothing is cached"
