@@ -582,7 +582,7 @@ typedef struct {
 } worker;
 
 typedef struct {
-    int nthreads, n;
+    int n;
     atomic_int next;
     void (*fn)(void *ctx, worker *w, int tid, int i);
     void *ctx;
@@ -609,7 +609,7 @@ static void *pfor_run(void *arg)
 static void parallel_for(worker *workers, int nthreads, int n,
                          void (*fn)(void *ctx, worker *w, int tid, int i), void *ctx)
 {
-    pfor p = {.nthreads = nthreads, .n = n, .fn = fn, .ctx = ctx, .workers = workers};
+    pfor p = {.n = n, .fn = fn, .ctx = ctx, .workers = workers};
     atomic_init(&p.next, 0);
     pthread_t th[8];
     pfor_arg args[8];
@@ -697,6 +697,14 @@ static void prepare_one(void *ctx, worker *w, int tid, int j)
     (void)tid;
     if ((st = kt_image_read_file(&w->file, &w->filecap, &n, path, &err)) != KT_OK)
         goto done;
+    /* The entry will be stored under the hash taken in phase A: the bytes
+     * must still be those, or a stale activation would be filed under them. */
+    uint64_t h[2];
+    hash128(h, w->file, n);
+    if (h[0] != c->img[i].hash[0] || h[1] != c->img[i].hash[1]) {
+        st = kt_err_set(&err, KT_ERR_DATA, "%s: changed while kt was reading it", path);
+        goto done;
+    }
     if (o->aug) {
         /* 58 bits of the content hash: sample * 64 + draw stays below 2^64. */
         uint64_t sample = c->img[i].hash[0] >> 6;
