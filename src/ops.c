@@ -187,6 +187,19 @@ KT_CLONES static void vk_relu_grad(float *d, const float *g, const float *out, s
     }
 }
 
+/* dst[i] = src[2 * i]: the stride-2 taps of im2col. Two vectors of source
+ * are loaded and their even lanes shuffled together; the loop stops one
+ * vector early so the second load never reads past src[2 * (n - 1)]. */
+KT_CLONES static void vk_gather2(float *dst, const float *src, size_t n)
+{
+    const vi even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    size_t i = 0;
+    for (; i + VL + 1 <= n; i += VL)
+        *(vf *)(dst + i) = __builtin_shuffle(*(const vf *)(src + 2 * i),
+                                             *(const vf *)(src + 2 * i + VL), even);
+    for (; i < n; i++) dst[i] = src[2 * i];
+}
+
 /* y[i] += x[i], then ReLU when relu */
 KT_CLONES static void vk_add(float *y, const float *x, size_t n, int relu)
 {
@@ -309,6 +322,8 @@ static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, 
                         if (lo > 0) memset(dst, 0, sizeof(float) * lo);
                         if (st == 1) {
                             memcpy(dst + lo, srow + lo, sizeof(float) * (hi - lo + 1));
+                        } else if (st == 2) {
+                            vk_gather2(dst + lo, srow + 2 * lo, (size_t)(hi - lo + 1));
                         } else {
                             for (int ox = lo; ox <= hi; ox++) dst[ox] = srow[ox * st];
                         }
