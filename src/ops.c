@@ -225,6 +225,7 @@ void kt_conv_shape_init(kt_conv_shape *s, int n, int cin, int h, int w, int cout
     s->cout = cout, s->k = k, s->stride = stride, s->pad = pad;
     s->ho = (h + 2 * pad - k) / stride + 1;
     s->wo = (w + 2 * pad - k) / stride + 1;
+    s->par = NULL, s->par_ctx = NULL;
 }
 
 static int conv_is_direct(const kt_conv_shape *s)
@@ -288,14 +289,40 @@ static void im2col_same(float *dst, const float *src, int ky, int kx, const kt_c
     }
 }
 
-/* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
- * images [n0, n0+nc), zero where the tap falls into the padding. */
-static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, int nc)
+/* The conv's own loops (im2col, col2im, epilogue) go over input or output
+ * channels, which are independent: a caller with a thread pool (kt_conv_shape
+ * par) gets them split by channel ranges. */
+typedef struct {
+    float *x;               /* col (im2col), din (col2im), out (epilogue) */
+    const float *y;         /* in (im2col), col (col2im), bias (epilogue) */
+    const kt_conv_shape *s;
+    int n0, nc, relu;
+    size_t ld, off, len;    /* epilogue */
+} conv_job;
+
+static void run_range(const kt_conv_shape *s, void (*fn)(const void *, int64_t, int64_t),
+                      const conv_job *j, int64_t count)
 {
+    if (s->par)
+        s->par(s->par_ctx, fn, j, count);
+    else
+        fn(j, 0, count);
+}
+
+/* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
+ * images [n0, n0+nc) and input channels [c0, c1), zero where the tap falls
+ * into the padding. */
+static void im2col_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const conv_job *j = arg;
+    const kt_conv_shape *s = j->s;
+    float *col = j->x;
+    const float *in = j->y;
+    const int n0 = j->n0, nc = j->nc;
     const int k = s->k, st = s->stride, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, oplane = (size_t)ho * wo, ld = oplane * nc;
     if (st == 1 && ho == h && wo == w) {
-        for (int ci = 0; ci < s->cin; ci++)
+        for (int ci = (int)c0; ci < c1; ci++)
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++)
                     for (int img = 0; img < nc; img++)
@@ -303,7 +330,7 @@ static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, 
                                     in + ((size_t)ci * s->n + n0 + img) * plane, ky, kx, s);
         return;
     }
-    for (int ci = 0; ci < s->cin; ci++)
+    for (int ci = (int)c0; ci < c1; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *row = col + ((size_t)(ci * k + ky) * k + kx) * ld;
@@ -333,13 +360,25 @@ static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, 
             }
 }
 
-/* The adjoint of im2col: every column entry is added back to the input pixel
- * it was copied from (taps in the padding are dropped). */
-static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0, int nc)
+static void im2col(float *col, const float *in, const kt_conv_shape *s, int n0, int nc)
 {
+    conv_job j = {.x = col, .y = in, .s = s, .n0 = n0, .nc = nc};
+    run_range(s, im2col_range, &j, s->cin);
+}
+
+/* The adjoint of im2col: every column entry is added back to the input pixel
+ * it was copied from (taps in the padding are dropped). Input channels
+ * [c0, c1). */
+static void col2im_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const conv_job *j = arg;
+    const kt_conv_shape *s = j->s;
+    float *din = j->x;
+    const float *col = j->y;
+    const int n0 = j->n0, nc = j->nc;
     const int k = s->k, st = s->stride, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, oplane = (size_t)ho * wo, ld = oplane * nc;
-    for (int ci = 0; ci < s->cin; ci++)
+    for (int ci = (int)c0; ci < c1; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 const float *row = col + ((size_t)(ci * k + ky) * k + kx) * ld;
@@ -361,11 +400,25 @@ static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0,
             }
 }
 
-/* Bias and ReLU over columns [off, off+len) of every row of x[c][ld]. */
-static void epilogue(float *x, const float *bias, int relu, int c, size_t ld, size_t off,
-                     size_t len)
+static void col2im(float *din, const float *col, const kt_conv_shape *s, int n0, int nc)
 {
-    for (int ch = 0; ch < c; ch++) vk_bias_act(x + ch * ld + off, bias ? bias[ch] : 0.0f, len, relu);
+    conv_job j = {.x = din, .y = col, .s = s, .n0 = n0, .nc = nc};
+    run_range(s, col2im_range, &j, s->cin);
+}
+
+/* Bias and ReLU over columns [off, off+len) of rows [c0, c1) of x[c][ld]. */
+static void epilogue_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const conv_job *j = arg;
+    for (int64_t ch = c0; ch < c1; ch++)
+        vk_bias_act(j->x + ch * j->ld + j->off, j->y ? j->y[ch] : 0.0f, j->len, j->relu);
+}
+
+static void epilogue(float *x, const float *bias, int relu, const kt_conv_shape *s, size_t ld,
+                     size_t off, size_t len)
+{
+    conv_job j = {.x = x, .y = bias, .s = s, .relu = relu, .ld = ld, .off = off, .len = len};
+    run_range(s, epilogue_range, &j, s->cout);
 }
 
 void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w,
@@ -378,7 +431,7 @@ void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w
     if (conv_is_direct(s)) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)P, kk, 1.0f, w, kk,
                     in, (int)P, beta, out, (int)P);
-        if (bias || relu) epilogue(out, bias, relu, s->cout, P, 0, P);
+        if (bias || relu) epilogue(out, bias, relu, s, P, 0, P);
         return;
     }
     const int nc = conv_chunk(s);
@@ -388,7 +441,7 @@ void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w
         im2col(work, in, s, n0, m);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)cols, kk, 1.0f, w,
                     kk, work, (int)cols, beta, out + n0 * oplane, (int)P);
-        if (bias || relu) epilogue(out, bias, relu, s->cout, P, n0 * oplane, cols);
+        if (bias || relu) epilogue(out, bias, relu, s, P, n0 * oplane, cols);
     }
 }
 
@@ -440,7 +493,8 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
 
 void kt_bias_act(float *x, const float *bias, int relu, int c, int64_t m)
 {
-    epilogue(x, bias, relu, c, (size_t)m, 0, (size_t)m);
+    conv_job j = {.x = x, .y = bias, .relu = relu, .ld = (size_t)m, .len = (size_t)m};
+    epilogue_range(&j, 0, c);
 }
 
 /* ---------------------------------------------------------- batch norm */

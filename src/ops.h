@@ -20,6 +20,13 @@ typedef struct {
     int n, cin, h, w;       /* input  [cin][n][h][w] */
     int cout, k, stride, pad;
     int ho, wo;             /* output [cout][n][ho][wo], filled by kt_conv_shape_init */
+    /* Optional thread pool for the conv's own loops (im2col, col2im, bias and
+     * ReLU), which run over channels: par(par_ctx, fn, arg, count) must call
+     * fn(arg, lo, hi) over a split of [0, count) and return when all parts
+     * are done. NULL (kt_conv_shape_init's default): the calling thread. */
+    void (*par)(void *par_ctx, void (*fn)(const void *arg, int64_t lo, int64_t hi),
+                const void *arg, int64_t count);
+    void *par_ctx;
 } kt_conv_shape;
 
 void kt_conv_shape_init(kt_conv_shape *s, int n, int cin, int h, int w, int cout, int k,

@@ -750,11 +750,26 @@ static void ew(kt_resnet *r, int op, float *y, const float *x, const float *mask
     par_for(r, ew_range, &j, n, 1 << 14);
 }
 
+static void conv_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
+                     int64_t count)
+{
+    par_for(ctx, fn, arg, count, 1);
+}
+
+/* A trainable unit's conv shape for n images: its im2col, col2im and
+ * epilogue loops run on the pool (kt_conv_shape.par). */
+static kt_conv_shape shape_par(kt_resnet *r, const unit *u, int n)
+{
+    kt_conv_shape s = shape_n(u, n);
+    s.par = conv_par, s.par_ctx = r;
+    return s;
+}
+
 /* Trainable unit: conv (+ its own bias) into u->c, then BN in train or eval
  * mode into y, then the unit's ReLU. */
 static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int training)
 {
-    kt_conv_shape s = shape_n(u, n);
+    kt_conv_shape s = shape_par(r, u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
     kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
     if (training)
@@ -827,7 +842,7 @@ const float *kt_resnet_activation(const kt_resnet *r, int p)
 static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float *dy,
                      const float *x, int n, float *dc)
 {
-    kt_conv_shape s = shape_n(u, n);
+    kt_conv_shape s = shape_par(r, u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
     bn_job j = {u, NULL, dc, dy, m, 1};
     par_for(r, bn_bwd_range, &j, s.cout, 1);

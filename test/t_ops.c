@@ -241,6 +241,46 @@ static void check_conv_fd(const conv_case *c)
     free(din), free(dw), free(db), free(dw2);
 }
 
+/* A stand-in thread pool: runs the parts of [0, count) one after the other
+ * in three uneven pieces, last first, so a conv that depended on the order
+ * or on the whole range in one call would show it. */
+static int g_par_calls;
+
+static void fake_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
+                     int64_t count)
+{
+    (void)ctx;
+    g_par_calls++;
+    int64_t a = count / 5, b = count / 2;
+    fn(arg, b, count);
+    fn(arg, 0, a);
+    fn(arg, a, b);
+}
+
+/* With kt_conv_shape.par set, forward (bias + ReLU + accumulate) and
+ * backward give bit-identical results to the serial loops. */
+static void check_conv_par(const conv_case *c)
+{
+    kt_conv_shape s;
+    kt_conv_shape_init(&s, c->n, c->cin, c->h, c->w, c->cout, c->k, c->stride, c->pad);
+    int64_t nin = (int64_t)s.cin * s.n * s.h * s.w, nout = (int64_t)s.cout * s.n * s.ho * s.wo;
+    int64_t nw = (int64_t)s.cout * s.cin * s.k * s.k;
+    float *in = rand_buf(nin), *w = rand_buf(nw), *b = rand_buf(s.cout), *dout = rand_buf(nout);
+    float *o[2], *di[2], *dw[2], *work = zero_buf((int64_t)kt_conv_workspace(&s));
+    for (int v = 0; v < 2; v++) {
+        s.par = v ? fake_par : NULL;
+        o[v] = zero_buf(nout), di[v] = zero_buf(nin), dw[v] = zero_buf(nw);
+        memcpy(o[v], dout, sizeof(float) * nout);
+        kt_conv_forward_ex(o[v], work, in, w, b, &s, KT_CONV_ADD | KT_CONV_RELU);
+        kt_conv_backward(di[v], dw[v], NULL, work, dout, in, w, &s);
+    }
+    CHECK(g_par_calls > 0 && memcmp(o[0], o[1], sizeof(float) * nout) == 0 &&
+              memcmp(di[0], di[1], sizeof(float) * nin) == 0 && memcmp(dw[0], dw[1], sizeof(float) * nw) == 0,
+          "conv %s with a thread pool (par) is bit-identical to serial", c->what);
+    free(in), free(w), free(b), free(dout), free(work);
+    for (int v = 0; v < 2; v++) free(o[v]), free(di[v]), free(dw[v]);
+}
+
 static void test_conv(void)
 {
     static const conv_case odd[] = {
@@ -267,6 +307,9 @@ static void test_conv(void)
         {3, 48, 58, 58, 4, 3, 1, 1, "chunked 3x3 s1"},
         {3, 24, 116, 116, 4, 7, 2, 3, "chunked 7x7 s2"},
     };
+    check_conv_par(&odd[1]);
+    check_conv_par(&chunked[0]);
+    check_conv_par(&chunked[1]);
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         kt_conv_shape s;
         const conv_case *c = &chunked[i];
