@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "blas.h"
 #include "cli.h"
@@ -276,6 +277,9 @@ kt_status kt_cmd_eval(int argc, char **argv, kt_err *err)
     if (!model) return kt_err_set(err, KT_ERR_USAGE, "kt eval needs --model");
     if (npos != 1) return kt_err_set(err, KT_ERR_USAGE, "kt eval takes one folder DIR/<class>/<image>, %d given", npos);
     const char *dir = pos[0];
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return kt_err_set(err, KT_ERR_USAGE, "%s: %s", dir, errno ? strerror(errno) : "not a folder");
     if (threads) kt_blas_set_threads(threads);
     if ((st = kt_dataset_scan_lenient(&e.ds, dir, err)) != KT_OK) goto fail;
     if (e.ds.n == 0) {
