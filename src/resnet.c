@@ -114,7 +114,7 @@ struct kt_resnet {
     float *G[2], *SC1, *SC2, *SW1, *SW2, *davg;
     const float **act;      /* [npoints] kept activations of the last forward */
     const float *input;     /* the last forward's input (stem backward) */
-    int from, n;
+    int n;                  /* images in the last forward */
     kt_param *params;
     int nparams;
     kt_buffer *buffers;
@@ -799,7 +799,7 @@ const float *kt_resnet_forward(kt_resnet *r, int from, const float *in, int n, i
     const int F = r->plan.freeze, T = r->plan.stop;
     assert(n >= 1 && n <= r->plan.batch && from >= 0 && from <= F && from < T);
     memset(r->act, 0, sizeof(*r->act) * r->npoints);
-    r->act[from] = in, r->input = in, r->from = from, r->n = n;
+    r->act[from] = in, r->input = in, r->n = n;
     const float *x = in;
     if (from < F) x = r->act[F] = frozen_forward(r, from, in, n);
     if (F < 1) {
