@@ -934,7 +934,8 @@ static int group_ids(char (**ids)[17], int *n, const char *dir)
         memcpy((*ids)[(*n)++], e->d_name, 17);
     }
     closedir(d);
-    qsort(*ids, (size_t)*n, 17, cmp_str);
+    if (*n > 1)
+        qsort(*ids, (size_t)*n, 17, cmp_str);
     return 0;
 }
 
