@@ -42,6 +42,9 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 W=$(mktemp -d "${TMPDIR:-/tmp}/kt-cache-bench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$W"' EXIT INT TERM
 WEIGHTS=$(cd "$(dirname "$WEIGHTS")" && pwd)/$(basename "$WEIGHTS")
+# A private copy: a rebuild of ./kt during the minutes this takes must not
+# change the program under test.
+cp "$KT" "$W/kt" && KT=$W/kt
 DATA=$(cd "$DATA" && pwd)
 
 now() { date +%s.%N; }
@@ -75,6 +78,7 @@ run_kt() {
 
 echo "cache_bench: $EPOCHS epochs on $DATA, batch 32, 2 threads, augmentation off; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "cache_bench: $("$KT" --version | grep 'BLAS core')"
+awk '$1 > 1.5 {print "cache_bench: warning: load average " $1 ": other processes share the CPUs, timings will be off"}' /proc/loadavg >&2
 printf '%-8s %10s %10s %12s %10s %10s %10s %10s %s\n' cut "kt cold" "kt warm" "kt uncached" torch \
     "torch/cold" "torch/warm" "unc/cold" "cached = uncached"
 for cut in $CUTS; do
