@@ -491,12 +491,6 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
     }
 }
 
-void kt_bias_act(float *x, const float *bias, int relu, int c, int64_t m)
-{
-    conv_job j = {.x = x, .y = bias, .relu = relu, .ld = (size_t)m, .len = (size_t)m};
-    epilogue_range(&j, 0, c);
-}
-
 /* ---------------------------------------------------------- batch norm */
 
 /* Two passes: the mean, then squared deviations from it (the one-pass

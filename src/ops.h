@@ -134,9 +134,6 @@ double kt_softmax_ce(float *dlogits /* [n][k] or NULL */, const float *logits /*
 /* Elementwise helpers used by residual blocks: y += x; y = relu(y + x). */
 void kt_add_inplace(float *y, const float *x, int64_t n);
 void kt_add_relu(float *y, const float *x, int64_t n);
-/* x[c][m] += bias[c] (bias may be NULL), then ReLU when relu != 0. */
-void kt_bias_act(float *x /* [c][m] */, const float *bias /* [c] or NULL */, int relu, int c,
-                 int64_t m);
 
 /* Thread count for BLAS (and the ops' own loops); set once by blas.c. */
 void kt_ops_set_threads(int n);

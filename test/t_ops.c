@@ -508,10 +508,6 @@ static void test_elementwise(void)
     kt_dropout_forward(y, x, (const uint8_t[]){1, 1, 1, 1}, 1.0f, 4);
     CHECK(y[0] == 0.0f && y[3] == 0.0f, "dropout p=1 gives zeros, not inf");
 
-    float a[6] = {1, -2, 3, -4, 5, -6}, bias[2] = {0.5f, -10.0f};
-    kt_bias_act(a, bias, 1, 2, 3);
-    CHECK(a[0] == 1.5f && a[1] == 0.0f && a[2] == 3.5f && a[3] == 0.0f && a[4] == 0.0f,
-          "bias_act adds the per-channel bias then clamps");
     float d[4] = {1, 2, 3, 4};
     kt_relu_mask(d, (const float[]){0.5f, 0.0f, -1.0f, 2.0f}, 4);
     CHECK(d[0] == 1 && d[1] == 0 && d[2] == 0 && d[3] == 4, "relu_mask keeps d where out > 0");
