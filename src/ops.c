@@ -41,7 +41,6 @@ void kt_ops_set_threads(int n) { g_threads = n > 0 ? n : 1; }
  * own buffers, so several threads may call it at once. */
 void kt_ops_gemm_serial(int serial) { openblas_set_num_threads(serial ? 1 : g_threads); }
 
-
 /* ------------------------------------------------------ vector kernels */
 
 /* Every elementwise pass and reduction runs over whole activations, so it
