@@ -863,6 +863,7 @@ typedef struct {
     int64_t size;
     struct timespec mtime;
     file_kind kind;
+    int group;                  /* index of its group folder, for trim */
 } file_info;
 
 typedef struct {
@@ -902,7 +903,7 @@ static int files_scan(file_list *l, const char *gdir)
         char *p = strdup(path);
         if (!p)
             break;
-        l->v[l->n++] = (file_info){p, (int64_t)sb.st_size, sb.st_mtim, k};
+        l->v[l->n++] = (file_info){p, (int64_t)sb.st_size, sb.st_mtim, k, 0};
     }
     closedir(d);
     return 0;
@@ -952,7 +953,8 @@ static int cmp_mtime(const void *a, const void *b)
 
 /* Deletes least recently used entries until the folder is within cap;
  * entries used since `in_use` (this run's) are kept. Temporaries older than
- * an hour are leftovers of killed runs and go too. */
+ * an hour are leftovers of killed runs and go too, and so do groups left
+ * without entries. */
 static void trim(const char *dir, int64_t cap, const struct timespec *in_use, int64_t *evicted)
 {
     char(*ids)[17];
@@ -960,12 +962,18 @@ static void trim(const char *dir, int64_t cap, const struct timespec *in_use, in
     file_list l = {0};
     if (group_ids(&ids, &nid, dir) != 0)
         return;
+    int *left = calloc((size_t)(nid ? nid : 1), sizeof *left); /* entries per group */
     for (int g = 0; g < nid; g++) {
         char gdir[4300];
+        int first = l.n;
         snprintf(gdir, sizeof gdir, "%s/" FORMAT_DIR "/%s", dir, ids[g]);
         files_scan(&l, gdir);
+        for (int i = first; i < l.n; i++) {
+            l.v[i].group = g;
+            if (left)
+                left[g] += l.v[i].kind == FILE_ENTRY;
+        }
     }
-    free(ids);
     int64_t total = 0;
     time_t stale = time(NULL) - 3600;
     for (int i = 0; i < l.n; i++) {
@@ -978,10 +986,20 @@ static void trim(const char *dir, int64_t cap, const struct timespec *in_use, in
         file_info *f = &l.v[i];
         if (f->kind != FILE_ENTRY || ts_cmp(&f->mtime, in_use) >= 0)
             continue;
-        if (unlink(f->path) == 0)
+        if (unlink(f->path) == 0) {
             total -= f->size, (*evicted)++;
+            if (left && --left[f->group] == 0) {
+                char gdir[4300], path[4400];
+                snprintf(gdir, sizeof gdir, "%s/" FORMAT_DIR "/%s", dir, ids[f->group]);
+                snprintf(path, sizeof path, "%s/group.json", gdir);
+                unlink(path);
+                rmdir(gdir); /* stays if a concurrent run just wrote into it */
+            }
+        }
     }
     files_free(&l);
+    free(left);
+    free(ids);
 }
 
 /* ---- open ------------------------------------------------------------------------ */
