@@ -133,10 +133,9 @@ kt_status kt_cmd_predict(int argc, char **argv, kt_err *err)
     int npos = 0, npaths = 0;
     float *probs = NULL;
     kt_infer inf = {0};
-    predictor p = {.inf = &inf, .k = k, .json = json, .threshold = threshold};
     kt_status st = kt_cli_parse(&cmd, opts, KT_NOPTS(opts), argc, argv, &pos, &npos, err);
     if (st != KT_OK || !pos) return st;
-    p.k = k, p.json = json, p.threshold = threshold;
+    predictor p = {.inf = &inf, .k = k, .json = json, .threshold = threshold};
     if (!model) return kt_err_set(err, KT_ERR_USAGE, "kt predict needs --model");
     if (threads) kt_blas_set_threads(threads);
     if ((st = kt_infer_list(&paths, &npaths, pos, npos, err)) != KT_OK) goto fail;

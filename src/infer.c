@@ -1,4 +1,11 @@
-/* infer.c - batch inference glue for kt embed and kt predict (see infer.h).
+/* infer.c - batch inference glue for kt embed, kt predict and kt eval (see
+ * infer.h).
+ *
+ * A kt checkpoint is recognised by its kt metadata and then must be a whole
+ * one (kt_ckpt_open checks the tensor count and checksum): a file that
+ * claims to be a checkpoint but is damaged is refused rather than run with
+ * defaults. Its head always runs on the avgpool features through head.c, so
+ * a plain "fc" and an MLP take the same path.
  *
  * Decoding runs on the loader's worker threads, one per core, a batch
  * ahead: while the network runs they compete with it for the cores (the
