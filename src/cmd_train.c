@@ -124,6 +124,8 @@ typedef struct {
     char finished_why[32];
     double elapsed_before;      /* seconds spent in earlier sessions */
     uint64_t weights_sum, data_sum, frozen_sum;
+    char (*frozen_names)[64];   /* [nfrozen] sorted, owned */
+    int nfrozen;
 
     /* the frozen part's activations, when they can be cached (cache.h) */
     kt_cache *cache, *val_cache;
@@ -367,17 +369,27 @@ static kt_status build_model(trainer *t, kt_err *err)
     return KT_OK;
 }
 
-/* The frozen tensors as the checkpoint lists them: everything that is not a
- * trainable parameter or buffer, nor the head. */
-static int is_frozen(const trainer *t, const char *name)
+/* Trainable: a parameter (backbone or head) or a buffer the network updates. */
+static int is_trainable(const trainer *t, const char *name)
 {
     for (int i = 0; i < t->nparams; i++)
         if (strcmp(t->params[i]->name, name) == 0)
-            return 0;
+            return 1;
     for (int i = 0; i < kt_resnet_nbuffers(t->net); i++)
         if (strcmp(kt_resnet_buffer(t->net, i)->name, name) == 0)
-            return 0;
-    return 1;
+            return 1;
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
+
+/* One of the frozen tensors noted at start (t->frozen_names, sorted)? */
+static int is_frozen(const trainer *t, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s", name);
+    return bsearch(key, t->frozen_names, (size_t)t->nfrozen, sizeof *t->frozen_names, cmp_name) !=
+           NULL;
 }
 
 /* Checksum of the frozen tensors in the given list (kt_weights_checksum order). */
@@ -390,18 +402,27 @@ static uint64_t frozen_checksum(const trainer *t, kt_wtensor *list, int n, int *
     return kt_weights_checksum_list(list, m, order);
 }
 
+/* Notes the names of the frozen tensors (all the checkpoint holds but the
+ * trainable ones) and their checksum as loaded. The names are copied, so the
+ * check at the end can run after the network is freed. */
 static kt_status checksum_frozen_model(trainer *t, uint64_t *out, kt_err *err)
 {
     int n = kt_ckpt_count(t->ckpt, 0);
     kt_wtensor *list = malloc(sizeof *list * (size_t)n);
     int *order = malloc(sizeof *order * (size_t)n);
-    if (!list || !order) {
+    t->frozen_names = calloc((size_t)n, sizeof *t->frozen_names);
+    if (!list || !order || !t->frozen_names) {
         free(list);
         free(order);
         return kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
     }
-    for (int i = 0; i < n; i++)
-        list[i] = *kt_ckpt_tensor(t->ckpt, i);
+    for (int i = 0; i < n; i++) {
+        const kt_wtensor *x = kt_ckpt_tensor(t->ckpt, i);
+        list[i] = *x;
+        if (!is_trainable(t, x->name))
+            snprintf(t->frozen_names[t->nfrozen++], sizeof *t->frozen_names, "%s", x->name);
+    }
+    qsort(t->frozen_names, (size_t)t->nfrozen, sizeof *t->frozen_names, cmp_name);
     *out = frozen_checksum(t, list, n, order);
     free(list);
     free(order);
@@ -996,6 +1017,13 @@ static kt_status finish(trainer *t, kt_err *err)
     char path[4200], gates[1024] = "";
     int nfrozen = 0, unmet = 0;
     kt_status st;
+    /* Training is over: release the network and the caches before mapping the
+     * checkpoint back, so the check does not add to the run's peak memory. */
+    kt_ckpt_free(t->ckpt), t->ckpt = NULL;
+    kt_resnet_free(t->net), t->net = NULL;
+    kt_cache_free(t->cache), t->cache = NULL;
+    kt_cache_free(t->val_cache), t->val_cache = NULL;
+    t->nparams = 0;
     out_path(t, path, sizeof path, "last.safetensors");
     if ((st = verify_frozen(t, path, &nfrozen, err)) != KT_OK)
         return st;
@@ -1313,6 +1341,7 @@ static void trainer_free(trainer *t)
     kt_metrics_log_close(t->log);
     kt_metrics_free(&t->tm);
     kt_metrics_free(&t->vm);
+    free(t->frozen_names);
     free(t->class_w);
     free(t->dlogits);
     free(t->dfeat);
