@@ -14,7 +14,9 @@
 #
 # kt    : `kt train` on ../shared/data/hymenoptera/train (245 photos, 8 steps
 #         of 32 per epoch), no augmentation, no validation, 2 epochs, 2
-#         threads. images/s is the second epoch's train_images_per_s from
+#         threads, --no-cache (the frozen part runs every step, as torch's does;
+#         bench/cache_bench.sh measures the cache). images/s is the second
+#         epoch's train_images_per_s from
 #         metrics.jsonl: steps end to end, decoding and data wait included,
 #         checkpoint writes excluded. Peak RSS from /usr/bin/time -v.
 # torch : perf_torch.py --only train_<cut>_b32 (random input tensors, the
@@ -35,6 +37,7 @@ W=$BUILD/oracle/resnet50_ref.safetensors
 OUT=bench/out/train
 JEMALLOC=$(ls /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 2>/dev/null || true)
 [ -d "$DATA" ] || { echo "train_bench: $DATA not found" >&2; exit 1; }
+DATA=$(cd "$DATA" && pwd) # job files resolve relative paths against their own folder
 [ -f "$W" ] || $PY "$SHARED/oracle/make_reference.py" --weights-only --dest "$BUILD/oracle" >/dev/null
 mkdir -p "$OUT"
 if [ "${KEEP_BLAS_ENV:-0}" = 1 ]; then ktenv=""; else ktenv="-u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"; fi
@@ -64,7 +67,7 @@ while [ $r -lt "$ROUNDS" ]; do
     r=$((r + 1))
     for cut in full layer3 avgpool; do
         # shellcheck disable=SC2086
-        env $ktenv /usr/bin/time -v $KT train --quiet --force "$OUT/$cut.json" >/dev/null 2>"$OUT/kt-$cut.err" ||
+        env $ktenv /usr/bin/time -v $KT train --quiet --force --no-cache "$OUT/$cut.json" >/dev/null 2>"$OUT/kt-$cut.err" ||
             { echo "train_bench: kt train $cut failed:" >&2; tail -n 5 "$OUT/kt-$cut.err" >&2; exit 1; }
         ips=$(grep '"event":"epoch","epoch":2' "$OUT/run-$cut/metrics.jsonl" |
             sed 's/.*"train_images_per_s":\([0-9.e+-]*\).*/\1/')
