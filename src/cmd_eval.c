@@ -28,8 +28,6 @@
 #include "metrics.h"
 #include "ops.h"
 
-#define MSG sizeof(((kt_err *)0)->msg)
-
 typedef struct {
     int image;              /* index into the evaluated paths */
     int predicted;
@@ -48,7 +46,7 @@ typedef struct {
     kt_metrics m;
     miss *misses;           /* [n] */
     int nmiss;
-    char *bad_msg;          /* [n][MSG] reasons of unreadable images */
+    char **bad_msg;         /* [n] the loader's message of each unreadable image (owned) */
     int *bad;               /* [n] their indices */
     int nbad;
 } evaluator;
@@ -56,8 +54,13 @@ typedef struct {
 static void on_skipped(void *ctx, int index, const char *msg)
 {
     evaluator *e = ctx;
-    snprintf(e->bad_msg + (size_t)e->nbad * MSG, MSG, "%s", msg);
+    e->bad_msg[e->nbad] = strdup(msg); /* NULL (out of memory) prints a generic reason */
     e->bad[e->nbad++] = index;
+}
+
+static const char *bad_msg(const evaluator *e, int i)
+{
+    return e->bad_msg[i] ? e->bad_msg[i] : "unreadable image";
 }
 
 static void evaluator_free(evaluator *e)
@@ -66,6 +69,7 @@ static void evaluator_free(evaluator *e)
     kt_infer_close(&e->inf);
     kt_dataset_free(&e->ds);
     free(e->paths), free(e->labels), free(e->folder_to_model), free(e->names), free(e->numbers);
+    for (int i = 0; e->bad_msg && i < e->nbad; i++) free(e->bad_msg[i]);
     free(e->misses), free(e->bad_msg), free(e->bad);
 }
 
@@ -117,7 +121,7 @@ static kt_status run(evaluator *e, int batch, kt_err *err)
     int *lab = malloc(sizeof(int) * (size_t)batch);
     e->misses = malloc(sizeof *e->misses * (size_t)e->n);
     e->bad = malloc(sizeof(int) * (size_t)e->n);
-    e->bad_msg = malloc(MSG * (size_t)e->n);
+    e->bad_msg = calloc((size_t)e->n, sizeof *e->bad_msg);
     if (!probs || !lab || !e->misses || !e->bad || !e->bad_msg) {
         st = kt_err_set(err, KT_ERR_RUNTIME, "out of memory");
         goto done;
@@ -182,7 +186,7 @@ static kt_status print_json(const evaluator *e, const char *model, const char *d
         cJSON *x = cJSON_CreateObject();
         const char *path = e->paths[e->bad[i]];
         cJSON_AddStringToObject(x, "image", path);
-        cJSON_AddStringToObject(x, "error", reason(e->bad_msg + (size_t)i * MSG, path));
+        cJSON_AddStringToObject(x, "error", reason(bad_msg(e, i), path));
         cJSON_AddItemToArray(sk, x);
     }
     cJSON_AddItemToObject(o, "skipped", sk);
@@ -244,7 +248,7 @@ static void print_text(const evaluator *e, const char *model, const char *dir)
     }
     if (e->nbad) {
         printf("\nskipped (%d unreadable):\n", e->nbad);
-        for (int i = 0; i < e->nbad; i++) printf("%s\n", e->bad_msg + (size_t)i * MSG);
+        for (int i = 0; i < e->nbad; i++) printf("%s\n", bad_msg(e, i));
     }
     for (int f = 0, first = 1; f < e->ds.nclasses; f++) {
         if (e->folder_to_model[f] >= 0) continue;
@@ -300,7 +304,7 @@ kt_status kt_cmd_eval(int argc, char **argv, kt_err *err)
         }
     if ((st = run(&e, batch, err)) != KT_OK) goto fail;
     for (int i = 0; i < e.nbad; i++)
-        fprintf(stderr, "kt: warning: skipped %s\n", e.bad_msg + (size_t)i * MSG);
+        fprintf(stderr, "kt: warning: skipped %s\n", bad_msg(&e, i));
     if (e.m.n == 0) {
         st = kt_err_set(err, KT_ERR_DATA, "%s: none of the %d images could be read", dir, e.n);
         goto fail;
