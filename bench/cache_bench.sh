@@ -14,7 +14,10 @@
 #   kt warm    the same job again: every activation comes from the folder
 #   kt uncached  --no-cache: the frozen part runs every epoch (as PyTorch does)
 #   torch      bench/cache_torch.py: the 10-epoch loop (imports and weight
-#              loading excluded, which favours PyTorch)
+#              loading excluded, which favours PyTorch), with jemalloc
+#              preloaded as in ../shared/bench/BASELINE.md's best figures:
+#              with glibc malloc an epoch took 118 s instead of 18 s here
+#              (TORCH_MALLOC=glibc measures that default instead)
 # and the ratios torch / kt. Aims (issue 7): avgpool >= 8x, layer3 >= 3x
 # (kt cold against torch). It also checks that the cached and uncached runs
 # end with bit-identical weights (float32 cache, augmentation off).
@@ -28,6 +31,8 @@ EPOCHS=${EPOCHS:-10}
 CUTS=${CUTS:-"avgpool layer3"}
 REPEAT=${REPEAT:-1}
 PY=${PY:-/usr/bin/python3}
+TORCH_MALLOC=${TORCH_MALLOC:-jemalloc}
+JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 
 die() { echo "cache_bench: $*" >&2; exit 1; }
 [ -x "$KT" ] || die "$KT not found: run make"
@@ -35,6 +40,17 @@ die() { echo "cache_bench: $*" >&2; exit 1; }
 [ -d "$DATA/train" ] || die "$DATA/train not found (../shared/data/hymenoptera)"
 "$KT" train --help 2>/dev/null | grep -q -- --no-cache || die "$KT train has no --no-cache: the cache is not wired into kt train yet"
 "$PY" -c "import torch, torchvision, PIL, numpy" 2>/dev/null || die "$PY lacks torch/torchvision/PIL/numpy"
+if [ "$TORCH_MALLOC" = jemalloc ] && [ ! -f "$JEMALLOC" ]; then
+    echo "cache_bench: $JEMALLOC not found (apt-get install libjemalloc2): PyTorch runs with glibc malloc" >&2
+    TORCH_MALLOC=glibc
+fi
+torch_env() {
+    if [ "$TORCH_MALLOC" = jemalloc ]; then
+        env LD_PRELOAD="$JEMALLOC" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 OMP_NUM_THREADS=2 "$@"
+    else
+        env OMP_NUM_THREADS=2 "$@"
+    fi
+}
 
 # kt picks its BLAS kernels itself (SkylakeX on this AVX-512 CPU); a core
 # type inherited from the environment would measure something else.
@@ -77,7 +93,7 @@ run_kt() {
 }
 
 echo "cache_bench: $EPOCHS epochs on $DATA, batch 32, 2 threads, augmentation off; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "cache_bench: $("$KT" --version | grep 'BLAS core')"
+echo "cache_bench: kt $("$KT" --version | grep 'BLAS core'); PyTorch with $TORCH_MALLOC malloc"
 awk '$1 > 1.5 {print "cache_bench: warning: load average " $1 ": other processes share the CPUs, timings will be off"}' /proc/loadavg >&2
 printf '%-8s %10s %10s %12s %10s %10s %10s %10s %s\n' cut "kt cold" "kt warm" "kt uncached" torch \
     "torch/cold" "torch/warm" "unc/cold" "cached = uncached"
@@ -92,7 +108,7 @@ for cut in $CUTS; do
         run_kt "c_$cut" >>"$W/warm"
         grep -q "100%" "$W/c_$cut.err" || echo "cache_bench: warning: the warm run did not find every activation in the cache" >&2
         run_kt "u_$cut" --no-cache >>"$W/unc"
-        "$PY" bench/cache_torch.py --weights "$WEIGHTS" --data "$DATA" --cut "$cut" --epochs "$EPOCHS" \
+        torch_env "$PY" bench/cache_torch.py --weights "$WEIGHTS" --data "$DATA" --cut "$cut" --epochs "$EPOCHS" \
             >"$W/torch_$cut.json" 2>"$W/torch_$cut.err" || { cat "$W/torch_$cut.err" >&2; die "cache_torch.py failed"; }
         sed -n 's/.*"wall_s": \([0-9.]*\).*/\1/p' "$W/torch_$cut.json" >>"$W/torch"
         r=$((r + 1))

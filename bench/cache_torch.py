@@ -18,8 +18,12 @@ which needs a fixed input per image).
 --cut avgpool: the whole backbone frozen (eval, no_grad), a Linear(2048, C)
 head trained. --cut layer3: conv1..layer3 frozen; layer4 (train-mode batch
 norm) and the head trained. SGD lr 0.01, momentum 0.9, batch 32, shuffled,
-DataLoader with 2 workers, torch.set_num_threads(2). Each epoch trains, then
-evaluates the validation folder. Files PIL cannot open (a GIF is fine for PIL
+torch.set_num_threads(2). Each epoch trains, then evaluates the validation
+folder. The DataLoader decodes in the main process by default (--workers 0):
+on this 2-core machine, worker processes next to torch's 2 OpenMP threads
+oversubscribe the cores and made each epoch several times slower (about
+118 s instead of the expected ~25 s with 2 workers), so 0 is PyTorch's best
+case here. Files PIL cannot open (a GIF is fine for PIL
 but kt skips it) are skipped like kt skips them: only .jpg/.jpeg/.png.
 
 Prints one JSON object: wall seconds of the N epochs (data loading
@@ -126,6 +130,8 @@ def main():
     ap.add_argument("--cut", choices=("avgpool", "layer3"), required=True)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="DataLoader worker processes (default 0: see the note at the top)")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args()
 
@@ -151,8 +157,8 @@ def main():
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
-    dl = torch.utils.data.DataLoader(train, batch_size=a.batch, shuffle=True, num_workers=2)
-    vl = torch.utils.data.DataLoader(val, batch_size=a.batch, shuffle=False, num_workers=2)
+    dl = torch.utils.data.DataLoader(train, batch_size=a.batch, shuffle=True, num_workers=a.workers)
+    vl = torch.utils.data.DataLoader(val, batch_size=a.batch, shuffle=False, num_workers=a.workers)
 
     t0 = time.perf_counter()
     epochs = []
@@ -179,7 +185,7 @@ def main():
               file=sys.stderr, flush=True)
     r = {"cut": a.cut, "epochs": a.epochs, "train": len(train), "val": len(val),
          "wall_s": time.perf_counter() - t0, "epoch_s": epochs, "val_acc": acc,
-         "torch": torch.__version__, "threads": torch.get_num_threads()}
+         "workers": a.workers, "torch": torch.__version__, "threads": torch.get_num_threads()}
     print(json.dumps(r))
     if a.json:
         with open(a.json, "w") as f:
