@@ -61,6 +61,17 @@
  * a temporary file in the cache folder, unlinked at once and mmapped, so the
  * kernel keeps in RAM what fits and pages the rest.
  *
+ * Same bits as without the cache. A float32 entry holds the frozen forward's
+ * exact output for its image, computed in some batch of the fill; training
+ * from it gives the same weights as training from the images (t_cache.sh,
+ * bench/cache_bench.sh) as long as an image's frozen output does not depend
+ * on its batch neighbours. That holds for ResNet-50 at 224 with the AVX-512
+ * (SkylakeX) OpenBLAS kernels; with the Haswell or Prescott kernels, or the
+ * tiny GEMMs of the test fixtures, OpenBLAS rounds a column differently
+ * depending on where it falls in the GEMM, and results differ from the
+ * uncached run's in the last bits (~1e-7 relative), as two uncached runs with
+ * other batch sizes would.
+ *
  * float16. train.cache_dtype float16 stores and holds half the bytes. Values
  * are rounded to nearest even: |x16 - x| <= 2^-11 |x| for |x| >= 2^-14, and
  * <= 2^-25 below that (subnormals); beyond 65504 they saturate to 65504.
