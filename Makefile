@@ -61,6 +61,16 @@ $(BUILD)/test/%: test/%.c $(LIBOBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
 
+# t_ops again with ops.c's AVX2 and baseline kernel copies (src/ops.c KT_OPS_ISA),
+# which this machine would otherwise never run.
+ISA_TESTS := $(BUILD)/test/t_ops_isa2 $(BUILD)/test/t_ops_isa1
+.PRECIOUS: $(BUILD)/test/ops_isa%.o
+$(BUILD)/test/ops_isa%.o: src/ops.c | pkgcheck
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DKT_OPS_ISA=$* $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
+$(BUILD)/test/t_ops_isa%: test/t_ops.c $(BUILD)/test/ops_isa%.o $(filter-out $(BUILD)/ops.o,$(LIBOBJ))
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # A missing library is named with the Debian package that provides it.
 pkgcheck:
 	@command -v pkg-config >/dev/null || { echo "kt: pkg-config not found: apt-get install pkg-config (or run 'make deps')" >&2; exit 1; }
@@ -79,7 +89,7 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-tests: $(KT_BIN) $(TESTS)
+tests: $(KT_BIN) $(TESTS) $(ISA_TESTS)
 
 # Sub-makes: the libraries may have just been installed by deps, and the
 # variables that run pkg-config must see them.
@@ -143,4 +153,4 @@ clean:
 	rm -rf build build-asan kt test/out
 
 .PHONY: all test tests asan conformance bench demo weights install lint-man clean deps pkgcheck
--include $(OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(ISA_TESTS:$(BUILD)/test/t_ops_isa%=$(BUILD)/test/ops_isa%.d)

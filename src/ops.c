@@ -46,23 +46,22 @@ void kt_ops_gemm_serial(int serial) { openblas_set_num_threads(serial ? 1 : g_th
 /* Every elementwise pass and reduction runs over whole activations, so it
  * must go at memory speed. GCC -O2 leaves these loops scalar (and turns
  * "v > 0 ? v : 0" into a branch that mispredicts on half the values), so
- * they are written with GCC vector extensions, 16 floats at a time, and
- * compiled three times (AVX-512, AVX2, baseline x86-64) with the best clone
- * picked at load (target_clones). Reductions accumulate in float vectors
- * over blocks of KT_BLOCK elements and add each block's total in double: the
- * error stays at float rounding of a block, independent of the length. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define KT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define KT_CLONES
-#endif
-#define VL 16
+ * they are written with GCC vector extensions, a whole vector at a time.
+ * Reductions accumulate in float vectors over blocks of KT_BLOCK elements and
+ * add each block's total in double: the error stays at float rounding of a
+ * block, independent of the length.
+ *
+ * The kernels (ops_vec.h) are compiled once per instruction set (AVX-512,
+ * AVX2, baseline x86-64) and the best copy is picked when the program loads
+ * (GNU ifunc). Not with target_clones: GCC 12 lowers the vector comparisons
+ * of a cloned function for the baseline target before cloning, so even the
+ * AVX-512 clone did ReLU one lane at a time through general registers; the
+ * bias/ReLU pass after each conv took 20% of an inference run. A function
+ * compiled with its own target attribute gets mask-register code. */
 #define KT_BLOCK 1024
-typedef float vf __attribute__((vector_size(4 * VL), aligned(4), may_alias));
-typedef int32_t vi __attribute__((vector_size(4 * VL), aligned(4), may_alias));
 
 /* Macros rather than functions: a 64-byte vector argument would change the
- * calling convention between the clones. VHSUM adds the lanes of v to the
+ * calling convention between the copies. VHSUM adds the lanes of v to the
  * double s; VRELU is ReLU keeping NaN (as torch): v where v > 0 or NaN. */
 #define VHSUM(s, v)                                 \
     do {                                            \
@@ -72,148 +71,66 @@ typedef int32_t vi __attribute__((vector_size(4 * VL), aligned(4), may_alias));
 
 static inline float srelu(float v) { return v > 0.0f || v != v ? v : 0.0f; }
 
-/* r[i] = r[i] + b, then ReLU when relu. */
-KT_CLONES static void vk_bias_act(float *r, float b, size_t n, int relu)
-{
-    size_t i = 0;
-    if (relu) {
-        for (; i + VL <= n; i += VL) {
-            vf v = *(vf *)(r + i) + b;
-            *(vf *)(r + i) = VRELU(v);
-        }
-        for (; i < n; i++) r[i] = srelu(r[i] + b);
-    } else {
-        for (; i + VL <= n; i += VL) *(vf *)(r + i) += b;
-        for (; i < n; i++) r[i] += b;
-    }
-}
+/* max(a, b) where a NaN in either wins (the max pool's rule). */
+static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
 
-/* sum of x[i] - shift, and of its square when sq != NULL. */
-KT_CLONES static double vk_sum(const float *x, size_t n, float shift, double *sq)
-{
-    double s = 0, s2 = 0;
-    size_t i = 0;
-    while (i + VL <= n) {
-        vf a = {0}, a2 = {0};
-        size_t end = i + KT_BLOCK < n ? i + KT_BLOCK : n;
-        for (; i + VL <= end; i += VL) {
-            vf d = *(const vf *)(x + i) - shift;
-            a += d, a2 += d * d;
-        }
-        VHSUM(s, a);
-        VHSUM(s2, a2);
-    }
-    for (; i < n; i++) {
-        double d = (double)x[i] - shift;
-        s += d, s2 += d * d;
-    }
-    if (sq) *sq = s2;
-    return s;
-}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VL 16
+#define VK(f) f##_avx512
+#define VATTR __attribute__((target("avx512f")))
+#include "ops_vec.h"
+#undef VL
+#undef VK
+#undef VATTR
+#define VL 8
+#define VK(f) f##_avx2
+#define VATTR __attribute__((target("avx2")))
+#include "ops_vec.h"
+#undef VL
+#undef VK
+#undef VATTR
+#define VL 4
+#define VK(f) f##_base
+#define VATTR
+#include "ops_vec.h"
+#undef VL
+#undef VK
+#undef VATTR
 
-/* sum dy[i] and sum dy[i] * (x[i] - mean). */
-KT_CLONES static void vk_dot(const float *dy, const float *x, float mean, size_t n, double *sdy,
-                             double *sdyx)
-{
-    double s = 0, sx = 0;
-    size_t i = 0;
-    while (i + VL <= n) {
-        vf a = {0}, ax = {0};
-        size_t end = i + KT_BLOCK < n ? i + KT_BLOCK : n;
-        for (; i + VL <= end; i += VL) {
-            vf g = *(const vf *)(dy + i);
-            a += g, ax += g * (*(const vf *)(x + i) - mean);
-        }
-        VHSUM(s, a);
-        VHSUM(sx, ax);
-    }
-    for (; i < n; i++) s += dy[i], sx += (double)dy[i] * ((double)x[i] - mean);
-    *sdy = s, *sdyx = sx;
-}
-
-/* y[i] = x[i] * a + b, then ReLU when relu */
-KT_CLONES static void vk_axpb(float *y, const float *x, float a, float b, size_t n, int relu)
-{
-    size_t i = 0;
-    if (relu) {
-        for (; i + VL <= n; i += VL) {
-            vf v = *(const vf *)(x + i) * a + b;
-            *(vf *)(y + i) = VRELU(v);
-        }
-        for (; i < n; i++) y[i] = srelu(x[i] * a + b);
-    } else {
-        for (; i + VL <= n; i += VL) *(vf *)(y + i) = *(const vf *)(x + i) * a + b;
-        for (; i < n; i++) y[i] = x[i] * a + b;
-    }
-}
-
-/* dx[i] += k * dy[i] + a * x[i] + b */
-KT_CLONES static void vk_bn_dx(float *dx, const float *dy, const float *x, float k, float a,
-                               float b, size_t n)
-{
-    size_t i = 0;
-    for (; i + VL <= n; i += VL)
-        *(vf *)(dx + i) += *(const vf *)(dy + i) * k + *(const vf *)(x + i) * a + b;
-    for (; i < n; i++) dx[i] += dy[i] * k + x[i] * a + b;
-}
-
-/* y[i] = relu(x[i]) */
-KT_CLONES static void vk_relu(float *y, const float *x, size_t n)
-{
-    size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vf v = *(const vf *)(x + i);
-        *(vf *)(y + i) = VRELU(v);
-    }
-    for (; i < n; i++) y[i] = srelu(x[i]);
-}
-
-/* d[i] = out[i] > 0 ? g[i] : 0, added to d when acc (ReLU backward). */
-KT_CLONES static void vk_relu_grad(float *d, const float *g, const float *out, size_t n, int acc)
-{
-    size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vi on = *(const vf *)(out + i) > 0.0f;
-        vf m = (vf)((vi) * (const vf *)(g + i) & on);
-        if (acc)
-            *(vf *)(d + i) += m;
-        else
-            *(vf *)(d + i) = m;
-    }
-    for (; i < n; i++) {
-        float m = out[i] > 0.0f ? g[i] : 0.0f;
-        d[i] = acc ? d[i] + m : m;
-    }
-}
-
-/* dst[i] = src[2 * i]: the stride-2 taps of im2col. Two vectors of source
- * are loaded and their even lanes shuffled together; the loop stops one
- * vector early so the second load never reads past src[2 * (n - 1)]. */
-KT_CLONES static void vk_gather2(float *dst, const float *src, size_t n)
-{
-    const vi even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    size_t i = 0;
-    for (; i + VL + 1 <= n; i += VL)
-        *(vf *)(dst + i) = __builtin_shuffle(*(const vf *)(src + 2 * i),
-                                             *(const vf *)(src + 2 * i + VL), even);
-    for (; i < n; i++) dst[i] = src[2 * i];
-}
-
-/* y[i] += x[i], then ReLU when relu */
-KT_CLONES static void vk_add(float *y, const float *x, size_t n, int relu)
-{
-    size_t i = 0;
-    if (relu) {
-        for (; i + VL <= n; i += VL) {
-            vf v = *(vf *)(y + i) + *(const vf *)(x + i);
-            *(vf *)(y + i) = VRELU(v);
-        }
-        for (; i < n; i++) y[i] = srelu(y[i] + x[i]);
-    } else {
-        for (; i + VL <= n; i += VL) *(vf *)(y + i) += *(const vf *)(x + i);
-        for (; i < n; i++) y[i] += x[i];
-    }
-}
+/* The resolver runs while the dynamic linker relocates kt, before main and
+ * before any constructor: __builtin_cpu_init must come first there.
+ * KT_OPS_ISA (2 = AVX2, 1 = baseline) caps the choice at build time, so the
+ * test suite can check every copy on one machine (Makefile: t_ops_isa*). */
+#ifndef KT_OPS_ISA
+#define KT_OPS_ISA 3
+#endif
+#define VK_PICK(f)                                                                   \
+    static __typeof__(f##_base) *f##_pick(void)                                      \
+    {                                                                                \
+        __builtin_cpu_init();                                                        \
+        if (KT_OPS_ISA >= 3 && __builtin_cpu_supports("avx512f")) return f##_avx512; \
+        if (KT_OPS_ISA >= 2 && __builtin_cpu_supports("avx2")) return f##_avx2;      \
+        return f##_base;                                                             \
+    }                                                                                \
+    static __typeof__(f##_base) f __attribute__((ifunc(#f "_pick")))
+VK_PICK(vk_bias_act);
+VK_PICK(vk_sum);
+VK_PICK(vk_dot);
+VK_PICK(vk_axpb);
+VK_PICK(vk_bn_dx);
+VK_PICK(vk_relu);
+VK_PICK(vk_relu_grad);
+VK_PICK(vk_gather2);
+VK_PICK(vk_add);
+VK_PICK(vk_vmax3);
+#else
+#define VL 4
+#define VK(f) f
+#define VATTR
+#include "ops_vec.h"
+#undef VK
+#undef VATTR
+#endif
 
 /* ---------------------------------------------------------------- conv */
 
@@ -619,28 +536,6 @@ void kt_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
 }
 
 /* ---------------------------------------------------------------- pools */
-
-/* max(a, b) where a NaN in either wins (the max pool's rule). */
-static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
-
-/* t[i] = NaN-propagating max of r0[i], r1[i], r2[i] (r1, r2 may be NULL). */
-KT_CLONES static void vk_vmax3(float *t, const float *r0, const float *r1, const float *r2,
-                               size_t n)
-{
-    size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vf m = *(const vf *)(r0 + i);
-        for (int j = 0; j < 2; j++) {
-            const float *r = j ? r2 : r1;
-            if (!r) continue;
-            vf v = *(const vf *)(r + i);
-            vi take = (v > m) | (v != v);
-            m = (vf)(((vi)v & take) | ((vi)m & ~take));
-        }
-        *(vf *)(t + i) = m;
-    }
-    for (; i < n; i++) t[i] = nmax(r2 ? r2[i] : r0[i], nmax(r1 ? r1[i] : r0[i], r0[i]));
-}
 
 /* The stem's 3x3 / 2 pool with padding 1, without argmax (inference): the
  * vertical max of the three input rows is taken 16 lanes at a time, then
