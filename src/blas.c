@@ -14,9 +14,11 @@
  * if it disagrees we step down (SkylakeX -> Haswell -> OpenBLAS's own choice)
  * with another re-exec, and kt_blas_note() says what happened.
  *
- * Threads: OpenBLAS's own pthreads parallelise every GEMM; kt's elementwise
- * loops get the same count through kt_ops_set_threads and never run while a
- * GEMM does, so the two never compete for cores.
+ * Threads: one threading layer, kt's. OpenBLAS is told to use one thread;
+ * kt's thread pool (resnet.c) splits each GEMM into single-threaded calls
+ * (ops.c) and runs the elementwise loops between them. With OpenBLAS's own
+ * threads on, its idle workers spin in sched_yield after every call and
+ * take the cores from those loops.
  */
 #include "blas.h"
 
@@ -28,7 +30,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "ops.h"
 
 /* Declared by hand: only ops.c includes cblas.h. The CBLAS enums are ints
  * (101 = row major, 111 = no transpose). */
@@ -147,6 +148,5 @@ void kt_blas_set_threads(int n)
         if (n < 1) n = 1;
     }
     g_threads = n;
-    openblas_set_num_threads(n);
-    kt_ops_set_threads(n);
+    openblas_set_num_threads(1);
 }

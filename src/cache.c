@@ -1087,7 +1087,7 @@ static kt_status compute_missing(kt_cache *c, worker *workers, int nw, kt_err *e
         return KT_OK;
     kt_resnet *net = NULL;
     kt_resnet_plan plan = {.batch = o->batch, .image_size = o->image_size, .freeze = o->point,
-                           .stop = o->point, .train = 0};
+                           .stop = o->point, .train = 0, .chunk = 1};
     size_t S2 = (size_t)o->image_size * o->image_size;
     compute_ctx x = {.c = c};
     int64_t *jobs = malloc(sizeof *jobs * (size_t)o->batch);

@@ -322,7 +322,8 @@ static kt_status build_model(trainer *t, kt_err *err)
     t->backbone = t->freeze < t->stop;
 
     kt_resnet_plan plan = {.batch = s->train.batch_size, .image_size = s->data.image_size,
-                           .freeze = t->freeze, .stop = t->stop, .train = t->backbone};
+                           .freeze = t->freeze, .stop = t->stop, .train = t->backbone,
+                           .chunk = 1}; /* bit-identical with the cache (cache.c) */
     if ((st = kt_resnet_init(&t->net, t->arch, &plan, err)) != KT_OK)
         return st;
     kt_head_shape hs = {.features = t->arch->features, .nhidden = s->head.nhidden,

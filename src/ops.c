@@ -33,13 +33,6 @@
  * machine (bench/infer_bench.sh): larger chunks gave no faster GEMMs. */
 #define KT_COL_CAP ((size_t)4 << 20)
 
-static int g_threads = 1;
-
-void kt_ops_set_threads(int n) { g_threads = n > 0 ? n : 1; }
-
-/* With the count at 1, OpenBLAS runs each call on the calling thread with its
- * own buffers, so several threads may call it at once. */
-void kt_ops_gemm_serial(int serial) { openblas_set_num_threads(serial ? 1 : g_threads); }
 
 /* ------------------------------------------------------ vector kernels */
 
@@ -123,6 +116,8 @@ VK_PICK(vk_relu_grad);
 VK_PICK(vk_gather2);
 VK_PICK(vk_add);
 VK_PICK(vk_vmax3);
+VK_PICK(vk_wino_in);
+VK_PICK(vk_wino_out);
 #else
 #define VL 4
 #define VK(f) f
@@ -159,10 +154,14 @@ static int conv_chunk(const kt_conv_shape *s)
     return (int)nc;
 }
 
+static size_t wino_workspace(const kt_conv_shape *s);
+
 size_t kt_conv_workspace(const kt_conv_shape *s)
 {
     if (conv_is_direct(s)) return 0;
-    return (size_t)s->cin * s->k * s->k * s->ho * s->wo * (size_t)conv_chunk(s);
+    size_t ws = (size_t)s->cin * s->k * s->k * s->ho * s->wo * (size_t)conv_chunk(s);
+    if (kt_conv_wino_ok(s) && wino_workspace(s) > ws) ws = wino_workspace(s);
+    return ws;
 }
 
 /* Output columns ox in [lo, hi] read input column ox*stride - pad + kx inside
@@ -217,12 +216,55 @@ typedef struct {
 } conv_job;
 
 static void run_range(const kt_conv_shape *s, void (*fn)(const void *, int64_t, int64_t),
-                      const conv_job *j, int64_t count)
+                      const void *j, int64_t count)
 {
     if (s->par)
         s->par(s->par_ctx, fn, j, count);
     else
         fn(j, 0, count);
+}
+
+/* C = op(A) op(B) + beta C (row-major), split over the conv's thread pool
+ * (kt_conv_shape.par) in blocks of 16 columns of C, or of rows when C has
+ * more rows than columns; every part is a single-threaded OpenBLAS call on
+ * its own thread. OpenBLAS's own threads stay off (blas.c): after each
+ * threaded call its idle workers spin in sched_yield for a while, and in
+ * training they took a fifth of the CPU from the BN and ReLU loops that run
+ * between GEMMs. Each element of C is computed the same way whatever the
+ * split, so results do not depend on the thread count. */
+typedef struct {
+    enum CBLAS_TRANSPOSE ta, tb;
+    int m, n, k, lda, ldb, ldc, rows;
+    const float *a, *b;
+    float beta, *c;
+} gemm_job;
+
+static void gemm_range(const void *arg, int64_t lo, int64_t hi)
+{
+    const gemm_job *g = arg;
+    const int tr = g->ta == CblasTrans, tc = g->tb == CblasTrans;
+    int i0 = (int)lo * 16, i1 = (int)hi * 16;
+    if (g->rows) {
+        if (i1 > g->m) i1 = g->m;
+        if (i1 <= i0) return;
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, i1 - i0, g->n, g->k, 1.0f,
+                    g->a + (tr ? (size_t)i0 : (size_t)i0 * g->lda), g->lda, g->b, g->ldb, g->beta,
+                    g->c + (size_t)i0 * g->ldc, g->ldc);
+    } else {
+        if (i1 > g->n) i1 = g->n;
+        if (i1 <= i0) return;
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, i1 - i0, g->k, 1.0f, g->a, g->lda,
+                    g->b + (tc ? (size_t)i0 * g->ldb : (size_t)i0), g->ldb, g->beta,
+                    g->c + i0, g->ldc);
+    }
+}
+
+static void gemm(const kt_conv_shape *s, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m,
+                 int n, int k, const float *a, int lda, const float *b, int ldb, float beta,
+                 float *c, int ldc)
+{
+    gemm_job g = {ta, tb, m, n, k, lda, ldb, ldc, m > n, a, b, beta, c};
+    run_range(s, gemm_range, &g, ((g.rows ? m : n) + 15) / 16);
 }
 
 /* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
@@ -345,8 +387,8 @@ void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w
     const float beta = (flags & KT_CONV_ADD) ? 1.0f : 0.0f;
     const int relu = (flags & KT_CONV_RELU) != 0;
     if (conv_is_direct(s)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)P, kk, 1.0f, w, kk,
-                    in, (int)P, beta, out, (int)P);
+        gemm(s, CblasNoTrans, CblasNoTrans, s->cout, (int)P, kk, w, kk, in, (int)P, beta, out,
+             (int)P);
         if (bias || relu) epilogue(out, bias, relu, s, P, 0, P);
         return;
     }
@@ -355,8 +397,8 @@ void kt_conv_forward_ex(float *out, float *work, const float *in, const float *w
         int m = s->n - n0 < nc ? s->n - n0 : nc;
         size_t cols = oplane * m;
         im2col(work, in, s, n0, m);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)cols, kk, 1.0f, w,
-                    kk, work, (int)cols, beta, out + n0 * oplane, (int)P);
+        gemm(s, CblasNoTrans, CblasNoTrans, s->cout, (int)cols, kk, w, kk, work, (int)cols, beta,
+             out + n0 * oplane, (int)P);
         if (bias || relu) epilogue(out, bias, relu, s, P, n0 * oplane, cols);
     }
 }
@@ -365,6 +407,182 @@ void kt_conv_forward(float *out, float *work, const float *in, const float *w, c
                      const kt_conv_shape *s)
 {
     kt_conv_forward_ex(out, work, in, w, bias, s, 0);
+}
+
+/* ------------------------------------------------------------ winograd */
+
+/* Winograd F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convs with
+ * padding 1, the convs that carry half of ResNet-50's multiplies. Each
+ * output tile of 2x2 pixels comes from a 4x4 input patch d:
+ *     Y = A^T [ (G g G^T) .* (B^T d B) ] A
+ * and the elementwise product, summed over input channels, is 16 GEMMs
+ *     M[xi][cout][tiles] = U[xi][cout][cin] x V[xi][cin][tiles]
+ * of 16 * cin * cout multiplies per tile of 4 pixels where im2col needs
+ * 36 * cin * cout: 2.25x fewer. B, A and G hold only 0, +-1 and 1/2, so the
+ * transforms add a few float roundings per value (measured against the
+ * direct conv in t_ops); F(4x4, 3x3) would cut the multiplies to 1/4 but its
+ * transforms amplify rounding by ~10x, too close to the oracle's tolerance.
+ *
+ * The tiles are processed in chunks of whole tile rows (all of an image's
+ * tile rows in turn, then the next image's), sized so V and M stay near the
+ * caches; a chunk's columns are laid out row after row with VL floats of
+ * slack at the end, so the vector transforms may run past a row's last tile
+ * (the next row overwrites those columns, the last row's land in the slack). */
+
+#define KT_WINO_CAP ((size_t)1 << 20) /* floats of V + M per chunk */
+#define KT_WINO_MIN 256               /* tile columns per chunk, at least */
+#define KT_WINO_VL 16                 /* the widest vector of ops_vec.h */
+
+int kt_conv_wino_ok(const kt_conv_shape *s)
+{
+    return s->k == 3 && s->stride == 1 && s->pad == 1;
+}
+
+typedef struct {
+    int th, tw, twp;        /* tile rows, tiles per row, tw rounded up to KT_WINO_VL */
+    int rows, rc;           /* tile rows in all, per chunk */
+    size_t ld, pw;          /* column stride of V and M; padded input row */
+} wino_geom;
+
+static wino_geom wino_geometry(const kt_conv_shape *s)
+{
+    wino_geom g;
+    g.th = (s->h + 1) / 2, g.tw = (s->w + 1) / 2;
+    g.twp = (g.tw + KT_WINO_VL - 1) / KT_WINO_VL * KT_WINO_VL;
+    g.rows = s->n * g.th;
+    size_t cols = KT_WINO_CAP / (16 * (size_t)(s->cin + s->cout));
+    if (cols < KT_WINO_MIN) cols = KT_WINO_MIN;
+    int rc = (int)((cols + g.tw - 1) / g.tw);
+    if (rc >= g.rows) {
+        rc = g.rows;
+    } else { /* equal chunks rather than a small last one */
+        int nch = (g.rows + rc - 1) / rc;
+        rc = (g.rows + nch - 1) / nch;
+    }
+    g.rc = rc;
+    g.ld = (size_t)rc * g.tw + KT_WINO_VL;
+    g.pw = 2 * (size_t)g.twp + 2;
+    return g;
+}
+
+/* V, M, then per input channel 4 padded rows, per output channel 2 rows. */
+static size_t wino_workspace(const kt_conv_shape *s)
+{
+    wino_geom g = wino_geometry(s);
+    return 16 * (size_t)(s->cin + s->cout) * g.ld + (size_t)s->cin * 4 * g.pw +
+           (size_t)s->cout * 4 * g.twp;
+}
+
+void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
+{
+    const size_t plane = (size_t)cout * cin;
+    for (size_t oc = 0; oc < plane; oc++) {
+        float g[9], t[4][3], r[4][4];
+        for (int i = 0; i < 9; i++) g[i] = w[oc * 9 + (flip ? 8 - i : i)];
+        /* flipped, the kernel of (o, c) belongs to output c, input o */
+        const size_t dst = flip ? (oc % cin) * cout + oc / cin : oc;
+        for (int c = 0; c < 3; c++) { /* G g: rows of the 4x3 */
+            t[0][c] = g[c];
+            t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+            t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+            t[3][c] = g[6 + c];
+        }
+        for (int i = 0; i < 4; i++) { /* (G g) G^T */
+            r[i][0] = t[i][0];
+            r[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+            r[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+            r[i][3] = t[i][2];
+        }
+        for (int xi = 0; xi < 16; xi++) u[xi * plane + dst] = r[xi / 4][xi % 4];
+    }
+}
+
+typedef struct {
+    const kt_conv_shape *s;
+    const wino_geom *g;
+    float *V, *M, *pin, *pout, *out;
+    const float *in, *bias;
+    int r0, nr, add, relu;
+} wino_job;
+
+/* V for input channels [c0, c1) over the chunk's tile rows. */
+static void wino_in_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const wino_job *j = arg;
+    const kt_conv_shape *s = j->s;
+    const wino_geom *g = j->g;
+    const size_t ldx = (size_t)s->cin * g->ld;
+    for (int64_t ci = c0; ci < c1; ci++) {
+        float *pb = j->pin + (size_t)ci * 4 * g->pw;
+        const float *p[4] = {pb, pb + g->pw, pb + 2 * g->pw, pb + 3 * g->pw};
+        for (int r = 0; r < j->nr; r++) {
+            int img = (j->r0 + r) / g->th, ty = (j->r0 + r) % g->th;
+            const float *plane = j->in + ((size_t)ci * s->n + img) * s->h * s->w;
+            for (int k = 0; k < 4; k++) { /* input row 2ty-1+k, column x at [x+1] */
+                float *q = pb + k * g->pw;
+                int y = 2 * ty - 1 + k;
+                if (y < 0 || y >= s->h) {
+                    memset(q, 0, sizeof(float) * g->pw);
+                    continue;
+                }
+                q[0] = 0.0f;
+                memcpy(q + 1, plane + (size_t)y * s->w, sizeof(float) * s->w);
+                memset(q + 1 + s->w, 0, sizeof(float) * (g->pw - 1 - s->w));
+            }
+            vk_wino_in(j->V + (size_t)ci * g->ld + (size_t)r * g->tw, ldx, p, (size_t)g->tw);
+        }
+    }
+}
+
+/* Output channels [c0, c1): the tiles back to pixels, then bias, shortcut
+ * and ReLU on the valid columns. */
+static void wino_out_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const wino_job *j = arg;
+    const kt_conv_shape *s = j->s;
+    const wino_geom *g = j->g;
+    const size_t ldx = (size_t)s->cout * g->ld;
+    for (int64_t co = c0; co < c1; co++) {
+        float *t[2] = {j->pout + (size_t)co * 4 * g->twp, j->pout + (size_t)co * 4 * g->twp + 2 * g->twp};
+        float b = j->bias ? j->bias[co] : 0.0f;
+        for (int r = 0; r < j->nr; r++) {
+            int img = (j->r0 + r) / g->th, ty = (j->r0 + r) % g->th;
+            vk_wino_out(t[0], t[1], j->M + (size_t)co * g->ld + (size_t)r * g->tw, ldx, b,
+                        (size_t)g->tw);
+            for (int k = 0; k < 2 && 2 * ty + k < s->h; k++) {
+                float *o = j->out + (((size_t)co * s->n + img) * s->h + 2 * ty + k) * s->w;
+                if (j->add)
+                    vk_add(o, t[k], (size_t)s->w, j->relu);
+                else if (j->relu)
+                    vk_relu(o, t[k], (size_t)s->w);
+                else
+                    memcpy(o, t[k], sizeof(float) * s->w);
+            }
+        }
+    }
+}
+
+void kt_conv_wino_forward(float *out, float *work, const float *in, const float *u,
+                          const float *bias, const kt_conv_shape *s, int flags)
+{
+    assert(kt_conv_wino_ok(s));
+    const wino_geom g = wino_geometry(s);
+    float *V = work, *M = V + 16 * (size_t)s->cin * g.ld;
+    float *pin = M + 16 * (size_t)s->cout * g.ld, *pout = pin + (size_t)s->cin * 4 * g.pw;
+    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .pout = pout, .out = out,
+                  .in = in, .bias = bias, .add = (flags & KT_CONV_ADD) != 0,
+                  .relu = (flags & KT_CONV_RELU) != 0};
+    const size_t plane = (size_t)s->cout * s->cin;
+    for (j.r0 = 0; j.r0 < g.rows; j.r0 += g.rc) {
+        j.nr = g.rows - j.r0 < g.rc ? g.rows - j.r0 : g.rc;
+        const int cols = j.nr * g.tw;
+        run_range(s, wino_in_range, &j, s->cin);
+        for (int xi = 0; xi < 16; xi++)
+            gemm(s, CblasNoTrans, CblasNoTrans, s->cout, cols, s->cin, u + xi * plane, s->cin,
+                 V + xi * (size_t)s->cin * g.ld, (int)g.ld, 0.0f, M + xi * (size_t)s->cout * g.ld,
+                 (int)g.ld);
+        run_range(s, wino_out_range, &j, s->cout);
+    }
 }
 
 /* With col = im2col(in) and out = W col:
@@ -382,11 +600,11 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
     }
     if (conv_is_direct(s)) {
         if (dw)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, (int)P, 1.0f, dout,
-                        (int)P, in, (int)P, 1.0f, dw, kk);
+            gemm(s, CblasNoTrans, CblasTrans, s->cout, kk, (int)P, dout, (int)P, in, (int)P, 1.0f,
+                 dw, kk);
         if (din)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)P, s->cout, 1.0f, w, kk,
-                        dout, (int)P, 1.0f, din, (int)P);
+            gemm(s, CblasTrans, CblasNoTrans, kk, (int)P, s->cout, w, kk, dout, (int)P, 1.0f, din,
+                 (int)P);
         return;
     }
     const int nc = conv_chunk(s);
@@ -396,12 +614,12 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
         const float *dchunk = dout + n0 * oplane;
         if (dw) {
             im2col(work, in, s, n0, m);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, (int)cols, 1.0f,
-                        dchunk, (int)P, work, (int)cols, 1.0f, dw, kk);
+            gemm(s, CblasNoTrans, CblasTrans, s->cout, kk, (int)cols, dchunk, (int)P, work,
+                 (int)cols, 1.0f, dw, kk);
         }
         if (din) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)cols, s->cout, 1.0f, w,
-                        kk, dchunk, (int)P, 0.0f, work, (int)cols);
+            gemm(s, CblasTrans, CblasNoTrans, kk, (int)cols, s->cout, w, kk, dchunk, (int)P, 0.0f,
+                 work, (int)cols);
             col2im(din, work, s, n0, m);
         }
     }

@@ -20,10 +20,12 @@ typedef struct {
     int n, cin, h, w;       /* input  [cin][n][h][w] */
     int cout, k, stride, pad;
     int ho, wo;             /* output [cout][n][ho][wo], filled by kt_conv_shape_init */
-    /* Optional thread pool for the conv's own loops (im2col, col2im, bias and
-     * ReLU), which run over channels: par(par_ctx, fn, arg, count) must call
-     * fn(arg, lo, hi) over a split of [0, count) and return when all parts
-     * are done. NULL (kt_conv_shape_init's default): the calling thread. */
+    /* Optional thread pool for the conv's GEMMs (split by column or row
+     * blocks, each a single-threaded OpenBLAS call) and its own loops
+     * (im2col, col2im, bias and ReLU, over channels): par(par_ctx, fn, arg,
+     * count) must call fn(arg, lo, hi) over a split of [0, count) and return
+     * when all parts are done. NULL (kt_conv_shape_init's default): all on
+     * the calling thread. */
     void (*par)(void *par_ctx, void (*fn)(const void *arg, int64_t lo, int64_t hi),
                 const void *arg, int64_t count);
     void *par_ctx;
@@ -55,6 +57,21 @@ void kt_conv_backward(float *din /* [cin][n][h][w] or NULL */,
                       const float *dout /* [cout][n][ho][wo] */,
                       const float *in /* [cin][n][h][w] */, const float *w,
                       const kt_conv_shape *s);
+
+/* Winograd F(2x2, 3x3) for the 3x3 stride-1 pad-1 convs (kt_conv_wino_ok):
+ * the same result as kt_conv_forward_ex within a few float roundings, with
+ * 2.25x fewer multiplies. kt_conv_wino_weights transforms w into u
+ * [16][cout][cin]; with flip, into u [16][cin][cout] for the conv whose
+ * forward is w's input gradient (kernels rotated 180 degrees, cin and cout
+ * swapped): din += kt_conv_wino_forward(dout, u) with KT_CONV_ADD.
+ * kt_conv_workspace covers the workspace of both paths. */
+int kt_conv_wino_ok(const kt_conv_shape *s);
+void kt_conv_wino_weights(float *u /* [16][cout][cin], flip: [16][cin][cout] */,
+                          const float *w /* [cout][cin][3][3] */, int cout, int cin, int flip);
+void kt_conv_wino_forward(float *out /* [cout][n][h][w] */, float *work,
+                          const float *in /* [cin][n][h][w] */,
+                          const float *u /* [16][cout][cin] */, const float *bias /* [cout] */,
+                          const kt_conv_shape *s, int flags);
 
 /* Batch norm in train mode over m = n*h*w values per channel: normalises with
  * the batch mean and biased variance, saves mean and 1/sqrt(var+eps) for the
@@ -135,11 +152,5 @@ double kt_softmax_ce(float *dlogits /* [n][k] or NULL */, const float *logits /*
 void kt_add_inplace(float *y, const float *x, int64_t n);
 void kt_add_relu(float *y, const float *x, int64_t n);
 
-/* Thread count for BLAS (and the ops' own loops); set once by blas.c. */
-void kt_ops_set_threads(int n);
-/* serial = 1: GEMMs run single-threaded in the calling thread (for callers
- * that run several GEMMs in parallel threads of their own, e.g. the frozen
- * part's image lanes in resnet.c); 0: back to the kt_ops_set_threads count. */
-void kt_ops_gemm_serial(int serial);
 
 #endif

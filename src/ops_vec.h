@@ -175,5 +175,64 @@ VATTR static void VK(vk_vmax3)(float *t, const float *r0, const float *r1, const
     for (; i < n; i++) t[i] = nmax(r2 ? r2[i] : r0[i], nmax(r1 ? r1[i] : r0[i], r0[i]));
 }
 
+/* Winograd F(2x2, 3x3) input transform of one row of tiles (see ops.c):
+ * p[r][2t + c] is tap (r, c) of tile t's 4x4 input patch, and row xi = 4i+j
+ * of v (rows ldx apart) gets element (i, j) of B^T d B. Whole vectors only:
+ * reads p[r][0 .. 2*ceil(ntx/VL)*VL + 1] and writes up to VL-1 columns past
+ * ntx, which the caller's layout leaves room for. The stride-2 taps are the
+ * even and odd lanes of two consecutive loads. */
+VATTR static void VK(vk_wino_in)(float *v, size_t ldx, const float *const p[4], size_t ntx)
+{
+    vi ev, od;
+    for (int j = 0; j < VL; j++) ev[j] = 2 * j, od[j] = 2 * j + 1;
+    for (size_t i = 0; i < ntx; i += VL) {
+        vf h[4][4];
+        for (int r = 0; r < 4; r++) {
+            const float *q = p[r] + 2 * i;
+            vf a = *(const vf *)q, b = *(const vf *)(q + VL);
+            vf c = *(const vf *)(q + 2), d = *(const vf *)(q + 2 + VL);
+            vf d0 = __builtin_shuffle(a, b, ev), d1 = __builtin_shuffle(a, b, od);
+            vf d2 = __builtin_shuffle(c, d, ev), d3 = __builtin_shuffle(c, d, od);
+            h[r][0] = d0 - d2, h[r][1] = d1 + d2, h[r][2] = d2 - d1, h[r][3] = d1 - d3;
+        }
+        for (int j = 0; j < 4; j++) {
+            *(vf *)(v + (size_t)j * ldx + i) = h[0][j] - h[2][j];
+            *(vf *)(v + (size_t)(4 + j) * ldx + i) = h[1][j] + h[2][j];
+            *(vf *)(v + (size_t)(8 + j) * ldx + i) = h[2][j] - h[1][j];
+            *(vf *)(v + (size_t)(12 + j) * ldx + i) = h[1][j] - h[3][j];
+        }
+    }
+}
+
+/* The output transform of one row of tiles: row xi of m (rows ldx apart)
+ * holds element xi of each tile's 4x4 product; y0 and y1 get the top and
+ * bottom rows of A^T m A + b, tile t at columns 2t and 2t+1. Whole vectors:
+ * reads up to VL-1 columns of m past ntx and writes 2*ceil(ntx/VL)*VL floats
+ * of y0 and y1. */
+VATTR static void VK(vk_wino_out)(float *y0, float *y1, const float *m, size_t ldx, float b,
+                                  size_t ntx)
+{
+    vi lo, hi;
+    for (int j = 0; j < VL; j++) {
+        lo[j] = j / 2 + (j % 2 ? VL : 0);
+        hi[j] = VL / 2 + j / 2 + (j % 2 ? VL : 0);
+    }
+    for (size_t i = 0; i < ntx; i += VL) {
+        vf s0[4], s1[4];
+        for (int r = 0; r < 4; r++) {
+            const float *q = m + (size_t)(4 * r) * ldx + i;
+            vf a = *(const vf *)q, c1 = *(const vf *)(q + ldx);
+            vf c2 = *(const vf *)(q + 2 * ldx), c3 = *(const vf *)(q + 3 * ldx);
+            s0[r] = a + c1 + c2, s1[r] = c1 - c2 - c3;
+        }
+        vf y00 = s0[0] + s0[1] + s0[2] + b, y01 = s1[0] + s1[1] + s1[2] + b;
+        vf y10 = s0[1] - s0[2] - s0[3] + b, y11 = s1[1] - s1[2] - s1[3] + b;
+        *(vf *)(y0 + 2 * i) = __builtin_shuffle(y00, y01, lo);
+        *(vf *)(y0 + 2 * i + VL) = __builtin_shuffle(y00, y01, hi);
+        *(vf *)(y1 + 2 * i) = __builtin_shuffle(y10, y11, lo);
+        *(vf *)(y1 + 2 * i + VL) = __builtin_shuffle(y10, y11, hi);
+    }
+}
+
 #undef vf
 #undef vi

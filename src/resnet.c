@@ -46,6 +46,9 @@ typedef struct {
     int relu;               /* a ReLU follows the BN inside the unit */
     int trainable;
     float *fw, *fb;         /* frozen: BN folded in, [cout][cin*k*k], [cout] */
+    int wino;               /* runs as Winograd F(2x2, 3x3) (see unit_init) */
+    float *fu;              /* frozen Winograd unit: fw transformed, [16][cout][cin],
+                             * and fw freed */
     /* trainable, all owned: */
     float *w, *dw;          /* [cout][cin*k*k] */
     float *b, *db;          /* conv bias [cout] (Keras) or NULL */
@@ -78,6 +81,7 @@ typedef struct {
     struct kt_resnet *r;
     float *P[2], *T1, *T2, *work;
     int i0, ni;             /* this call's images */
+    int solo;               /* the only lane: its convs run on the thread pool */
     const float *out;       /* a single lane's frozen output map (no gather) */
     pthread_t th;
 } lane;
@@ -109,6 +113,8 @@ struct kt_resnet {
     const void *job_ctx;
     int64_t job_count;
     float *work;            /* im2col workspace of lane 0 and the trainable part */
+    float *wu;              /* a trainable Winograd unit's transformed weights,
+                             * rebuilt before each use [16][cout][cin] */
     float *avg, *logits;    /* [n][features], [n][classes] */
     /* backward scratch (train only) */
     float *G[2], *SC1, *SC2, *SW1, *SW2, *davg;
@@ -146,6 +152,9 @@ static void unit_init(unit *u, const kt_conv_desc *cd, const kt_bn_desc *bd, int
     u->cd = cd, u->bd = bd, u->relu = relu, u->trainable = trainable;
     kt_conv_shape_init(&u->s, 1, cd->cin, h, w, cd->cout, cd->k, cd->stride, cd->pad);
     size_t nw = (size_t)cd->cout * cd->cin * cd->k * cd->k, kk = nw / cd->cout;
+    /* Winograd pays once a plane holds a few tiles: not on the 7x7 maps of
+     * the last stage at 224 (8x8 of padded tiles, 30% wasted). */
+    u->wino = kt_conv_wino_ok(&u->s) && h >= 8 && w >= 8;
     if (!trainable) {
         /* y = (conv(x) + cb - mean) * sc + beta with sc = gamma/sqrt(var+eps):
          * scale the weights by sc and fold the rest into one bias. Done in
@@ -158,6 +167,13 @@ static void unit_init(unit *u, const kt_conv_desc *cd, const kt_bn_desc *bd, int
             for (size_t i = 0; i < kk; i++) u->fw[o * kk + i] = (float)(cd->w[o * kk + i] * sc);
             double cb = cd->bias ? cd->bias[o] : 0.0;
             u->fb[o] = (float)((cb - bd->mean[o]) * sc + bd->beta[o]);
+        }
+        if (u->wino) {
+            u->fu = alloc_f(16 * (size_t)cd->cout * cd->cin, oom);
+            if (*oom) return;
+            kt_conv_wino_weights(u->fu, u->fw, cd->cout, cd->cin, 0);
+            free(u->fw);
+            u->fw = NULL;
         }
         return;
     }
@@ -177,7 +193,7 @@ static void unit_init(unit *u, const kt_conv_desc *cd, const kt_bn_desc *bd, int
 
 static void unit_free(unit *u)
 {
-    free(u->fw), free(u->fb), free(u->w), free(u->dw), free(u->b), free(u->db);
+    free(u->fw), free(u->fu), free(u->fb), free(u->w), free(u->dw), free(u->b), free(u->db);
     free(u->g), free(u->dg), free(u->be), free(u->dbe), free(u->rm), free(u->rv);
     free(u->smean), free(u->srstd), free(u->scale), free(u->shift), free(u->c), free(u->y);
 }
@@ -312,7 +328,7 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     /* floats per image: frozen ping-pong P and intermediates T1/T2; trainable
      * gradient ping-pong G, wide scratch SC, narrow scratch SW; workspaces of
      * the frozen (per lane) and trainable parts */
-    size_t P = 0, T1 = 0, T2 = 0, G = 0, SC = 0, SW = 0, wsF = 0, wsT = 0;
+    size_t P = 0, T1 = 0, T2 = 0, G = 0, SC = 0, SW = 0, wsF = 0, wsT = 0, WU = 0;
     unit_init(&r->stem, &a->stem_conv, &a->stem_bn, S, S, 1, F < 1 && T >= 1, &oom);
     if (oom) goto oom;
     unit_register(r, &r->stem);
@@ -349,6 +365,12 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
             cs.n = b->trainable ? B : LB;
             size_t *ws = b->trainable ? &wsT : &wsF;
             *ws = max_sz(*ws, kt_conv_workspace(&cs));
+            if (b->trainable && u->wino) { /* the input gradient's conv too */
+                kt_conv_shape ts = cs;
+                ts.cin = cs.cout, ts.cout = cs.cin;
+                wsT = max_sz(wsT, kt_conv_workspace(&ts));
+                WU = max_sz(WU, 16 * (size_t)cs.cout * cs.cin);
+            }
             if (b->trainable) {
                 u->c = alloc_f(osz * B, &oom);
                 if (i < b->nconv - 1) u->y = alloc_f(osz * B, &oom), SW = max_sz(SW, osz);
@@ -411,6 +433,7 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     /* Lane buffers. P[0] also receives a lane's slice of the input (any
      * point up to the cut, the image itself included). */
     r->work = alloc_f(max_sz(wsF, wsT), &oom);
+    if (WU) r->wu = alloc_f(WU, &oom);
     r->lanes = calloc((size_t)r->nthr, sizeof *r->lanes);
     if (!r->lanes) goto oom;
     if (P) P = max_sz(P, (size_t)3 * S * S);
@@ -467,7 +490,7 @@ void kt_resnet_free(kt_resnet *r)
         free(L->P[0]), free(L->P[1]), free(L->T1), free(L->T2);
         if (k) free(L->work);
     }
-    free(r->lanes), free(r->fout), free(r->work);
+    free(r->lanes), free(r->fout), free(r->work), free(r->wu);
     free(r->avg), free(r->logits), free(r->davg);
     free(r->G[0]), free(r->G[1]), free(r->SC1), free(r->SC2), free(r->SW1), free(r->SW2);
     free(r->act), free(r->params), free(r->buffers), free(r->tensors), free(r->names);
@@ -483,24 +506,44 @@ static kt_conv_shape shape_n(const unit *u, int n)
     return s;
 }
 
+static void conv_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
+                     int64_t count);
+
+/* A frozen unit's shape in lane L: a lone lane's convs use the whole pool. */
+static kt_conv_shape shape_lane(const lane *L, const unit *u, int n)
+{
+    kt_conv_shape s = shape_n(u, n);
+    if (L->solo) s.par = conv_par, s.par_ctx = L->r;
+    return s;
+}
+
+static void conv_frozen(float *out, float *work, const float *in, const unit *u,
+                        const float *bias, const kt_conv_shape *s, int flags)
+{
+    if (u->fu)
+        kt_conv_wino_forward(out, work, in, u->fu, bias, s, flags);
+    else
+        kt_conv_forward_ex(out, work, in, u->fw, bias, s, flags);
+}
+
 /* Frozen block: folded convs, one fused epilogue per conv. xw is x when it
  * may be overwritten (a ping-pong buffer), NULL for the caller's input.
  * Returns where the output went: over x for an identity shortcut, else y. */
 static float *block_frozen(lane *L, block *b, const float *x, float *xw, float *y, int n)
 {
     unit *last = &b->u[b->nconv - 1];
-    kt_conv_shape s0 = shape_n(&b->u[0], n), sl = shape_n(last, n);
-    kt_conv_forward_ex(L->T1, L->work, x, b->u[0].fw, b->u[0].fb, &s0, KT_CONV_RELU);
+    kt_conv_shape s0 = shape_lane(L, &b->u[0], n), sl = shape_lane(L, last, n);
+    conv_frozen(L->T1, L->work, x, &b->u[0], b->u[0].fb, &s0, KT_CONV_RELU);
     const float *t = L->T1;
     if (b->nconv == 3) {
-        kt_conv_shape s1 = shape_n(&b->u[1], n);
-        kt_conv_forward_ex(L->T2, L->work, t, b->u[1].fw, b->u[1].fb, &s1, KT_CONV_RELU);
+        kt_conv_shape s1 = shape_lane(L, &b->u[1], n);
+        conv_frozen(L->T2, L->work, t, &b->u[1], b->u[1].fb, &s1, KT_CONV_RELU);
         t = L->T2;
     }
     float *o = xw;
     if (b->d->has_down) {
-        kt_conv_shape sd = shape_n(&b->down, n);
-        kt_conv_forward_ex(y, L->work, x, b->down.fw, NULL, &sd, 0);
+        kt_conv_shape sd = shape_lane(L, &b->down, n);
+        conv_frozen(y, L->work, x, &b->down, NULL, &sd, 0);
         o = y;
     } else if (!xw) {
         memcpy(y, x, sizeof(float) * b->in_sz * n);
@@ -508,7 +551,7 @@ static float *block_frozen(lane *L, block *b, const float *x, float *xw, float *
     }
     /* o already holds the shortcut: the GEMM adds the main path to it (beta =
      * 1), then one pass adds both biases and applies the ReLU. */
-    kt_conv_forward_ex(o, L->work, t, last->fw, b->fbias, &sl, KT_CONV_ADD | KT_CONV_RELU);
+    conv_frozen(o, L->work, t, last, b->fbias, &sl, KT_CONV_ADD | KT_CONV_RELU);
     return o;
 }
 
@@ -544,7 +587,7 @@ static void chunk_run(lane *L, int i0, int ni)
         x = xw = L->P[0], cur = 0;
     }
     if (from < 1) {
-        kt_conv_shape s = shape_n(&r->stem, ni);
+        kt_conv_shape s = shape_lane(L, &r->stem, ni);
         kt_conv_forward_ex(L->P[1], L->work, x, r->stem.fw, r->stem.fb, &s, KT_CONV_RELU);
         kt_maxpool_forward(L->P[0], NULL, L->P[1], s.cout, ni, s.ho, s.wo, 3, 2, 1, r->pool_h,
                            r->pool_w);
@@ -676,11 +719,12 @@ static const float *frozen_forward(kt_resnet *r, int from, const float *in, int 
         i0 += ni;
     }
     if (nl > 1) {
-        kt_ops_gemm_serial(1);
         dispatch(r);
-        kt_ops_gemm_serial(0);
-    } else {
+    } else { /* one lane: its convs use the whole pool (lane.solo), unless
+              * that would change the GEMM shapes of a batch-independent plan */
+        r->lanes[0].solo = r->nthr > 1 && r->plan.chunk != 1;
         lane_run(&r->lanes[0]);
+        r->lanes[0].solo = 0;
     }
     const int F = r->plan.freeze;
     if (F == r->p_logits) return r->logits;
@@ -771,7 +815,12 @@ static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int
 {
     kt_conv_shape s = shape_par(r, u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
-    kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
+    if (u->wino) {
+        kt_conv_wino_weights(r->wu, u->w, s.cout, s.cin, 0);
+        kt_conv_wino_forward(u->c, r->work, x, r->wu, u->b, &s, 0);
+    } else {
+        kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
+    }
     if (training)
         u->nbt++;
     else
@@ -847,7 +896,17 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     bn_job j = {u, NULL, dc, dy, m, 1};
     par_for(r, bn_bwd_range, &j, s.cout, 1);
     if (dx && zero_dx) ew(r, EW_ZERO, dx, NULL, NULL, (int64_t)s.cin * n * s.h * s.w);
-    kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
+    if (!u->wino || !dx) {
+        kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
+        return;
+    }
+    /* The input gradient of a 3x3 stride-1 pad-1 conv is the same kind of
+     * conv of dc, with the kernels flipped and cin/cout swapped. */
+    kt_conv_backward(NULL, u->dw, u->db, r->work, dc, x, u->w, &s);
+    kt_conv_shape ts = s;
+    ts.cin = s.cout, ts.cout = s.cin;
+    kt_conv_wino_weights(r->wu, u->w, s.cout, s.cin, 1);
+    kt_conv_wino_forward(dx, r->work, dc, r->wu, NULL, &ts, KT_CONV_ADD);
 }
 
 /* out = relu(main(x) + shortcut(x)): the masked gradient feeds both paths;

@@ -31,7 +31,12 @@ typedef struct {
                        * 0: inference only, everything up to stop is frozen
                        * (freeze is taken as stop) */
     int chunk;        /* images per lane chunk of the frozen part (resnet.c);
-                       * 0 = automatic (4 at 224x224); set only by tests */
+                       * 0 = automatic (4 at 224x224). 1 = one image per
+                       * GEMM: every GEMM of an image then has the same
+                       * shape whatever the batch, and OpenBLAS picks its
+                       * kernel (and so the rounding) by shape, so an image's
+                       * frozen activations do not depend on which images
+                       * share its batch: the activation cache relies on it */
 } kt_resnet_plan;
 
 typedef struct kt_resnet kt_resnet;

@@ -167,7 +167,7 @@ static int same_as_loader(kt_cache *c, const kt_cache_opts *co, const kt_augment
     kt_resnet *net = NULL;
     kt_err err = {0};
     kt_resnet_plan plan = {.batch = co->batch, .image_size = S, .freeze = co->point,
-                           .stop = co->point, .train = 0};
+                           .stop = co->point, .train = 0, .chunk = 1}; /* as kt train's */
     if (kt_resnet_init(&net, g_arch, &plan, &err) != KT_OK) {
         printf("# resnet: %s\n", err.msg);
         return 0;

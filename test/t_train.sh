@@ -80,13 +80,16 @@ same_tensors "$R/last.safetensors" "$D/again/last.safetensors" &&
 job crash '"epochs": 12'
 job crashref '"epochs": 12'
 for j in crash crashref; do sed -i 's/"epochs": 6, //' "$D/$j.json"; done
+t0=$(date +%s%N)
 expect_exit 0 "reference for the crash runs" $KT train --quiet "$D/crashref.json"
+# Kill moments scale with how long the whole run takes on this machine.
+ms=$((($(date +%s%N) - t0) / 1000000))
 kills=0 runs=0
 while [ $runs -lt 6 ]; do
     runs=$((runs + 1))
     KT_CHECKPOINT_SECONDS=0 $KT train --quiet "$D/crash.json" >/dev/null 2>"$D/crash.err" &
     pid=$!
-    sleep "$(awk -v s="$(date +%N)$runs" 'BEGIN { srand(s); print 0.05 + rand() * 0.4 }')"
+    sleep "$(awk -v s="$(date +%N)$runs" -v ms="$ms" 'BEGIN { srand(s); print (20 + rand() * ms / 4) / 1000 }')"
     kill -9 $pid 2>/dev/null && kills=$((kills + 1))
     wait $pid 2>/dev/null
 done
