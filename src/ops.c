@@ -465,12 +465,11 @@ static wino_geom wino_geometry(const kt_conv_shape *s)
     return g;
 }
 
-/* V, M, then per input channel 4 padded rows, per output channel 2 rows. */
+/* V, M, then per input channel 4 padded rows. */
 static size_t wino_workspace(const kt_conv_shape *s)
 {
     wino_geom g = wino_geometry(s);
-    return 16 * (size_t)(s->cin + s->cout) * g.ld + (size_t)s->cin * 4 * g.pw +
-           (size_t)s->cout * 4 * g.twp;
+    return 16 * (size_t)(s->cin + s->cout) * g.ld + (size_t)s->cin * 4 * g.pw;
 }
 
 void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
@@ -500,7 +499,7 @@ void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
 typedef struct {
     const kt_conv_shape *s;
     const wino_geom *g;
-    float *V, *M, *pin, *pout, *out;
+    float *V, *M, *pin, *out;
     const float *in, *bias;
     int r0, nr, add, relu;
 } wino_job;
@@ -534,8 +533,8 @@ static void wino_in_range(const void *arg, int64_t c0, int64_t c1)
     }
 }
 
-/* Output channels [c0, c1): the tiles back to pixels, then bias, shortcut
- * and ReLU on the valid columns. */
+/* Output channels [c0, c1): the tiles back to pixels with bias, shortcut
+ * and ReLU. */
 static void wino_out_range(const void *arg, int64_t c0, int64_t c1)
 {
     const wino_job *j = arg;
@@ -543,21 +542,13 @@ static void wino_out_range(const void *arg, int64_t c0, int64_t c1)
     const wino_geom *g = j->g;
     const size_t ldx = (size_t)s->cout * g->ld;
     for (int64_t co = c0; co < c1; co++) {
-        float *t[2] = {j->pout + (size_t)co * 4 * g->twp, j->pout + (size_t)co * 4 * g->twp + 2 * g->twp};
         float b = j->bias ? j->bias[co] : 0.0f;
         for (int r = 0; r < j->nr; r++) {
             int img = (j->r0 + r) / g->th, ty = (j->r0 + r) % g->th;
-            vk_wino_out(t[0], t[1], j->M + (size_t)co * g->ld + (size_t)r * g->tw, ldx, b,
-                        (size_t)g->tw);
-            for (int k = 0; k < 2 && 2 * ty + k < s->h; k++) {
-                float *o = j->out + (((size_t)co * s->n + img) * s->h + 2 * ty + k) * s->w;
-                if (j->add)
-                    vk_add(o, t[k], (size_t)s->w, j->relu);
-                else if (j->relu)
-                    vk_relu(o, t[k], (size_t)s->w);
-                else
-                    memcpy(o, t[k], sizeof(float) * s->w);
-            }
+            float *o = j->out + (((size_t)co * s->n + img) * s->h + 2 * ty) * s->w;
+            vk_wino_out(o, 2 * ty + 1 < s->h ? o + s->w : NULL,
+                        j->M + (size_t)co * g->ld + (size_t)r * g->tw, ldx, b, (size_t)g->tw,
+                        (size_t)s->w, j->add, j->relu);
         }
     }
 }
@@ -568,8 +559,8 @@ void kt_conv_wino_forward(float *out, float *work, const float *in, const float 
     assert(kt_conv_wino_ok(s));
     const wino_geom g = wino_geometry(s);
     float *V = work, *M = V + 16 * (size_t)s->cin * g.ld;
-    float *pin = M + 16 * (size_t)s->cout * g.ld, *pout = pin + (size_t)s->cin * 4 * g.pw;
-    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .pout = pout, .out = out,
+    float *pin = M + 16 * (size_t)s->cout * g.ld;
+    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .out = out,
                   .in = in, .bias = bias, .add = (flags & KT_CONV_ADD) != 0,
                   .relu = (flags & KT_CONV_RELU) != 0};
     const size_t plane = (size_t)s->cout * s->cin;

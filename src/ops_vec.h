@@ -205,18 +205,20 @@ VATTR static void VK(vk_wino_in)(float *v, size_t ldx, const float *const p[4], 
 }
 
 /* The output transform of one row of tiles: row xi of m (rows ldx apart)
- * holds element xi of each tile's 4x4 product; y0 and y1 get the top and
- * bottom rows of A^T m A + b, tile t at columns 2t and 2t+1. Whole vectors:
- * reads up to VL-1 columns of m past ntx and writes 2*ceil(ntx/VL)*VL floats
- * of y0 and y1. */
-VATTR static void VK(vk_wino_out)(float *y0, float *y1, const float *m, size_t ldx, float b,
-                                  size_t ntx)
+ * holds element xi of each tile's 4x4 product; the top and bottom rows of
+ * A^T m A + b (tile t at columns 2t and 2t+1) are added to o0 and o1 when
+ * add, ReLU'd when relu, and stored in their w valid columns (o1 NULL: the
+ * bottom row falls outside an odd-height map). Reads up to VL-1 columns of m
+ * past ntx. */
+VATTR static void VK(vk_wino_out)(float *o0, float *o1, const float *m, size_t ldx, float b,
+                                  size_t ntx, size_t w, int add, int relu)
 {
     vi lo, hi;
     for (int j = 0; j < VL; j++) {
         lo[j] = j / 2 + (j % 2 ? VL : 0);
         hi[j] = VL / 2 + j / 2 + (j % 2 ? VL : 0);
     }
+    float *dst[2] = {o0, o1};
     for (size_t i = 0; i < ntx; i += VL) {
         vf s0[4], s1[4];
         for (int r = 0; r < 4; r++) {
@@ -227,10 +229,23 @@ VATTR static void VK(vk_wino_out)(float *y0, float *y1, const float *m, size_t l
         }
         vf y00 = s0[0] + s0[1] + s0[2] + b, y01 = s1[0] + s1[1] + s1[2] + b;
         vf y10 = s0[1] - s0[2] - s0[3] + b, y11 = s1[1] - s1[2] - s1[3] + b;
-        *(vf *)(y0 + 2 * i) = __builtin_shuffle(y00, y01, lo);
-        *(vf *)(y0 + 2 * i + VL) = __builtin_shuffle(y00, y01, hi);
-        *(vf *)(y1 + 2 * i) = __builtin_shuffle(y10, y11, lo);
-        *(vf *)(y1 + 2 * i + VL) = __builtin_shuffle(y10, y11, hi);
+        vf y[4] = {__builtin_shuffle(y00, y01, lo), __builtin_shuffle(y00, y01, hi),
+                   __builtin_shuffle(y10, y11, lo), __builtin_shuffle(y10, y11, hi)};
+        for (int k = 0; k < 4; k++) {
+            float *o = dst[k / 2];
+            size_t c = 2 * i + (size_t)(k % 2) * VL;
+            if (!o || c >= w) continue;
+            vf v = y[k];
+            if (c + VL <= w) {
+                if (add) v += *(const vf *)(o + c);
+                *(vf *)(o + c) = relu ? VRELU(v) : v;
+            } else {
+                for (size_t j = 0; c + j < w; j++) {
+                    float x = add ? v[j] + o[c + j] : v[j];
+                    o[c + j] = relu ? srelu(x) : x;
+                }
+            }
+        }
     }
 }
 
