@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "fsutil.h"
 #include "image.h"
 #include "resnet.h"
 #include "rng.h"
@@ -194,29 +195,6 @@ static int is_hex_prefix(const char *s, size_t n)
 }
 
 static int is_hex(const char *s, size_t n) { return is_hex_prefix(s, n) && s[n] == '\0'; }
-
-static kt_status mkdir_p(const char *path, kt_err *err)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return kt_err_set(err, KT_ERR_RUNTIME, "cache folder name too long: %s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return kt_err_set(err, KT_ERR_RUNTIME, "cannot create the cache folder %s: %s", buf,
-                              strerror(errno));
-        *p = c;
-        if (!c)
-            break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return kt_err_set(err, KT_ERR_RUNTIME, "the cache folder %s is not a folder", path);
-    return KT_OK;
-}
 
 /* "20G", "512M", "4096" (powers of 1024); -1 when malformed. */
 static int64_t parse_size(const char *s)
@@ -1216,7 +1194,7 @@ kt_status kt_cache_open(kt_cache **out, const kt_cache_opts *opts, kt_err *err)
     c->group = gid[0];
     snprintf(c->gdir, sizeof c->gdir, "%s/" FORMAT_DIR "/%016" PRIx64, opts->dir, c->group);
     kt_err merr = {0};
-    c->persist = mkdir_p(c->gdir, &merr) == KT_OK;
+    c->persist = kt_fs_mkdir_p(c->gdir, "cache folder", &merr) == KT_OK;
     if (!c->persist)
         snprintf(c->write_msg, sizeof c->write_msg, "%s; this run keeps its activations in memory only",
                  merr.msg);

@@ -45,7 +45,7 @@ static int npy_header(char *buf, size_t cap, int64_t rows, int c, int h, int w, 
 kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
 {
     const char *model = NULL, *layer = NULL, *out = NULL;
-    int batch = 32, threads = 0, resize = 256, size = 224, skip_bad = 0, quiet = 0;
+    int batch = 32, threads = 0, resize = 0, size = 0, skip_bad = 0, quiet = 0;
     kt_opt opts[] = {
         {"model", 'm', KT_OPT_STRING, "MODEL", "weights file, model.json or kt checkpoint", 0, 0, &model},
         {"layer", 'l', KT_OPT_STRING, "NAME",
@@ -54,8 +54,8 @@ kt_status kt_cmd_embed(int argc, char **argv, kt_err *err)
         {"output", 'o', KT_OPT_STRING, "OUT.npy", "where to write the float32 array [N, ...]", 0, 0, &out},
         {"batch", 'b', KT_OPT_INT, "N", "images per forward pass (default 32)", 1, 1024, &batch},
         {"threads", 't', KT_OPT_INT, "N", "threads (default: all cores)", 1, 256, &threads},
-        {"resize", 0, KT_OPT_INT, "N", "shorter side resized to N before the crop (default 256)", 1, 8192, &resize},
-        {"size", 0, KT_OPT_INT, "N", "centre crop side, the network input (default 224)", 32, 4096, &size},
+        {"resize", 0, KT_OPT_INT, "N", "shorter side resized to N before the crop (default: the checkpoint's, else 256)", 1, 8192, &resize},
+        {"size", 0, KT_OPT_INT, "N", "centre crop side, the network input (default: the checkpoint's, else 224)", 32, 4096, &size},
         {"skip-bad", 0, KT_OPT_FLAG, NULL, "leave out unreadable images with a warning instead of failing", 0, 0, &skip_bad},
         {"quiet", 'q', KT_OPT_FLAG, NULL, "no summary line on stderr", 0, 0, &quiet},
     };

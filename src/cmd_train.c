@@ -51,6 +51,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "dataset.h"
+#include "fsutil.h"
 #include "head.h"
 #include "loader.h"
 #include "metrics.h"
@@ -177,28 +178,6 @@ static void warnf(trainer *t, const char *fmt, ...)
 }
 
 /* ---- small file helpers ---------------------------------------------------- */
-
-static kt_status mkdir_p(const char *path, kt_err *err)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return kt_err_set(err, KT_ERR_RUNTIME, "output.dir: cannot create %s: %s", buf,
-                                  strerror(errno));
-            *p = c;
-            if (!c)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return kt_err_set(err, KT_ERR_RUNTIME, "output.dir: %s is not a folder", path);
-    return KT_OK;
-}
 
 /* Writes text to path through path.tmp + rename, so readers never see half a file. */
 static kt_status write_text(const char *path, const char *text, kt_err *err)
@@ -1163,7 +1142,7 @@ static kt_status run(trainer *t, kt_err *err)
                              .steps_per_epoch = t->bpe, .step_epochs = s->train.schedule.step_epochs,
                              .gamma = s->train.schedule.gamma};
 
-    if ((st = mkdir_p(t->dir, err)) != KT_OK)
+    if ((st = kt_fs_mkdir_p(t->dir, "output.dir", err)) != KT_OK)
         return st;
     /* One run per folder: a cron job that overlaps the previous one must not
      * write the same checkpoints. The lock goes with the process. */

@@ -68,6 +68,14 @@ last=$(grep '"event":"epoch"' "$R/metrics.jsonl" | tail -n 1 | sed 's/.*"val_los
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a / 2) }' &&
     ok "val loss falls ($first -> $last)" || bad "val loss did not fall: $first -> $last"
 
+# kt embed on the checkpoint takes its geometry (resize 72, crop 64) by default
+img=$(find "$D/data/val" -type f | sort | head -n 1)
+expect_exit 0 "embed a checkpoint" $KT embed -q -m "$R/best.safetensors" --layer layer4 -o "$D/e1.npy" "$img"
+expect_exit 0 "embed a checkpoint, geometry given" $KT embed -q -m "$R/best.safetensors" --layer layer4 \
+    --resize 72 --size 64 -o "$D/e2.npy" "$img"
+cmp -s "$D/e1.npy" "$D/e2.npy" && ok "embed uses the checkpoint's resize and crop by default" ||
+    bad "embed on a checkpoint ignores its geometry"
+
 # --- deterministic -----------------------------------------------------------------
 job again
 expect_exit 0 "same job again" $KT train --quiet "$D/again.json"
