@@ -13,9 +13,9 @@
  * an unfinished run in output.dir (and only re-checks a finished one), so cron
  * and CI need no special case; --force starts over.
  *
- * Between epochs, last.safetensors is also refreshed every 5 minutes of
- * training (KT_CHECKPOINT_SECONDS overrides that, e.g. for the crash tests),
- * so a kill -9 loses at most that much work.
+ * Between epochs, last.safetensors is also refreshed every
+ * output.checkpoint_every (5 minutes by default) of training, so a kill -9
+ * loses at most that much work.
  *
  * Stopping. SIGINT/SIGTERM and train.max_time set a flag checked after each
  * step: the step in flight finishes, last.safetensors is written, and the
@@ -327,6 +327,7 @@ static kt_status build_model(trainer *t, kt_err *err)
                           .momentum = s->train.optimizer.momentum,
                           .nesterov = s->train.optimizer.nesterov,
                           .weight_decay = s->train.optimizer.weight_decay,
+                          .decay_all = s->train.optimizer.decay_all,
                           .beta1 = s->train.optimizer.betas[0],
                           .beta2 = s->train.optimizer.betas[1],
                           .eps = s->train.optimizer.eps,
@@ -569,6 +570,7 @@ static int operational_key(const char *path)
 {
     static const char *const ok[] = {"data.workers", "train.threads", "train.log_every",
                                      "train.max_time", "train.gates", "output.keep",
+                                     "output.checkpoint_every",
                                      "train.cache_memory", "train.cache_dir", "train.cache_dtype"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (strcmp(path, ok[i]) == 0)
@@ -1117,8 +1119,7 @@ static kt_status run(trainer *t, kt_err *err)
     snprintf(t->dir, sizeof t->dir, "%s", s->output.dir);
     kt_blas_set_threads(t->threads > 0 ? t->threads : s->train.threads);
     t->t0 = t->last_save = now();
-    const char *every = getenv("KT_CHECKPOINT_SECONDS");
-    t->ckpt_every = every && *every ? atof(every) : 300;
+    t->ckpt_every = s->output.checkpoint_every;
 
     if ((st = load_data(t, err)) != KT_OK || (st = build_model(t, err)) != KT_OK)
         return st;

@@ -113,6 +113,7 @@ static const key_def keys[] = {
     {"train.optimizer.momentum", K_NUM, O(train.optimizer.momentum), 0, 0, 1, F_MAX_EXCL, 0.9, 0, NULL},
     {"train.optimizer.nesterov", K_BOOL, O(train.optimizer.nesterov), 0, 0, 0, 0, 0, 0, NULL},
     {"train.optimizer.weight_decay", K_NUM, O(train.optimizer.weight_decay), 0, 0, BIG, 0, 1e-4, 0, NULL},
+    {"train.optimizer.decay_all", K_BOOL, O(train.optimizer.decay_all), 0, 0, 0, 0, 0, 0, NULL},
     {"train.optimizer.betas", K_PAIR, O(train.optimizer.betas), 0, 0, 1, F_MAX_EXCL, 0.9, 0.999, NULL},
     {"train.optimizer.eps", K_NUM, O(train.optimizer.eps), 0, 0, 1, F_MIN_EXCL, 1e-8, 0, NULL},
     {"train.schedule", K_OBJ, 0, 0, 0, 0, 0, 0, 0, NULL},
@@ -143,6 +144,7 @@ static const key_def keys[] = {
     {"output", K_OBJ, 0, 0, 0, 0, 0, 0, 0, NULL},
     {"output.dir", K_PATH, O(output.dir), 0, 0, 0, 0, 0, 0, NULL},
     {"output.keep", K_INT, O(output.keep), 0, 0, 1000000, 0, 3, 0, NULL},
+    {"output.checkpoint_every", K_DURATION, O(output.checkpoint_every), 0, 0, BIG, 0, 300, 0, NULL},
     {"output.best_metric", K_ENUM, O(output.best_metric), 0, 0, 0, 0, KT_METRIC_VAL_ACC, 0,
      "val_acc|val_loss|train_acc|train_loss"},
 };

@@ -86,6 +86,7 @@ typedef struct {
             double momentum;    /* sgd */
             int nesterov;       /* sgd */
             double weight_decay;
+            int decay_all;      /* decay batch-norm and bias parameters too */
             double betas[2];    /* adam, adamw */
             double eps;         /* adam, adamw */
         } optimizer;
@@ -118,6 +119,8 @@ typedef struct {
     struct {
         char *dir;                  /* resolved; created by kt train */
         int keep;                   /* epoch checkpoints kept; best and last are extra */
+        double checkpoint_every;    /* seconds between last.safetensors refreshes
+                                     * inside an epoch; 0 = after every step */
         kt_metric best_metric;
     } output;
 

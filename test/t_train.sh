@@ -83,11 +83,13 @@ same_tensors "$R/last.safetensors" "$D/again/last.safetensors" &&
     ok "same seed and threads: bit-identical weights" || bad "two identical runs differ"
 
 # --- kill -9 at random moments, run again until done: bit-identical -----------------
-# Saving after every step (KT_CHECKPOINT_SECONDS=0) puts many kills inside a
+# Saving after every step (output.checkpoint_every 0) puts many kills inside a
 # checkpoint write; the reference saves only at epoch ends.
 job crash '"epochs": 12'
 job crashref '"epochs": 12'
 for j in crash crashref; do sed -i 's/"epochs": 6, //' "$D/$j.json"; done
+sed -i 's/"keep": 1}/"keep": 1, "checkpoint_every": 0}/' "$D/crash.json"
+sed -i 's/"keep": 1}/"keep": 1, "checkpoint_every": "1h"}/' "$D/crashref.json"
 t0=$(date +%s%N)
 expect_exit 0 "reference for the crash runs" $KT train --quiet "$D/crashref.json"
 # Kill moments scale with how long the whole run takes on this machine.
@@ -95,13 +97,13 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 kills=0 runs=0
 while [ $runs -lt 6 ]; do
     runs=$((runs + 1))
-    KT_CHECKPOINT_SECONDS=0 $KT train --quiet "$D/crash.json" >/dev/null 2>"$D/crash.err" &
+    $KT train --quiet "$D/crash.json" >/dev/null 2>"$D/crash.err" &
     pid=$!
     sleep "$(awk -v s="$(date +%N)$runs" -v ms="$ms" 'BEGIN { srand(s); print (20 + rand() * ms / 4) / 1000 }')"
     kill -9 $pid 2>/dev/null && kills=$((kills + 1))
     wait $pid 2>/dev/null
 done
-KT_CHECKPOINT_SECONDS=0 $KT train --quiet "$D/crash.json" >/dev/null 2>"$D/crash.err"
+$KT train --quiet "$D/crash.json" >/dev/null 2>"$D/crash.err"
 rc=$?
 [ $rc -eq 0 ] && ok "crashed run completes after $kills kill -9 ($runs runs)" ||
     bad "crashed run: exit $rc after $runs runs: $(head -c 300 "$D/crash.err")"
