@@ -91,14 +91,18 @@ static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
 #undef VATTR
 
 /* The resolver runs while the dynamic linker relocates kt, before main and
- * before any constructor: __builtin_cpu_init must come first there.
+ * before any constructor: __builtin_cpu_init must come first there, and
+ * nothing in them may be instrumented by a sanitizer (not yet running).
  * KT_OPS_ISA (2 = AVX2, 1 = baseline) caps the choice at build time, so the
  * test suite can check every copy on one machine (Makefile: t_ops_isa*). */
 #ifndef KT_OPS_ISA
 #define KT_OPS_ISA 3
 #endif
+/* The resolvers run before the sanitizers' runtimes are set up, so they
+ * must not be instrumented. */
+#define KT_NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))
 #define VK_PICK(f)                                                                   \
-    static __typeof__(f##_base) *f##_pick(void)                                      \
+    KT_NO_SANITIZE static __typeof__(f##_base) *f##_pick(void)                       \
     {                                                                                \
         __builtin_cpu_init();                                                        \
         if (KT_OPS_ISA >= 3 && __builtin_cpu_supports("avx512f")) return f##_avx512; \
