@@ -73,10 +73,11 @@ typedef struct {
 /* The frozen part runs data-parallel: the batch is split into one slice of
  * images per thread ("lane"), each lane runs the whole frozen network on its
  * slice with single-threaded GEMMs. Every conv, im2col, epilogue and pool then
- * runs on all cores, where OpenBLAS's own threading would parallelise only
- * the GEMMs (and scales poorly on the small late-stage ones). The trainable
+ * runs on all cores, where splitting each GEMM would parallelise only the
+ * GEMMs (and scales poorly on the small late-stage ones). The trainable
  * part, whose batch-norm statistics span the whole batch, runs on the whole
- * batch with OpenBLAS's threads; the two phases never overlap. */
+ * batch with each GEMM and loop split over the same threads (conv_par);
+ * the two phases never overlap. OpenBLAS itself stays single-threaded. */
 typedef struct {
     struct kt_resnet *r;
     float *P[2], *T1, *T2, *work;
@@ -305,7 +306,8 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     /* A lane runs its images in chunks of at most lane_b: a few 224x224
      * images keep each GEMM's operands near the caches (layer1's 1x1 convs
      * run ~25% faster on 4 images than on 16) and still give the late 7x7
-     * stages enough columns. */
+     * stages enough columns. Training and the cache ask for 1 (see
+     * kt_resnet_plan.chunk): ~4% slower, batch-independent bits. */
     int chunk = r->plan.chunk > 0
                     ? r->plan.chunk
                     : (int)(KT_LANE_PIXELS / ((double)r->plan.image_size * r->plan.image_size));
