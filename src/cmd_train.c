@@ -623,11 +623,29 @@ static const char *str(const cJSON *o, const char *key)
     return cJSON_IsString(j) ? j->valuestring : "";
 }
 
+/* The checkpoint's spec read back through today's schema, so a key added to
+ * kt since that run (absent in the checkpoint) takes its default and counts
+ * as a change only when the job sets it to something else. NULL when it does
+ * not parse; the caller then compares the stored text as it is. */
+static cJSON *spec_with_defaults(const cJSON *old)
+{
+    char *text = cJSON_PrintUnformatted(old), *json = NULL;
+    cJSON *out = NULL;
+    kt_spec s;
+    kt_err e = {0};
+    if (text && kt_spec_parse(&s, text, "checkpoint", "", 0, &e) == KT_OK &&
+        (json = kt_spec_to_json(&s)))
+        out = cJSON_Parse(json);
+    if (text) kt_spec_free(&s);
+    free(text), free(json);
+    return out;
+}
+
 static kt_status resume(trainer *t, kt_err *err)
 {
     char path[4200], hex[17], diffs[2048] = "";
     kt_weights *w = NULL;
-    cJSON *meta = NULL, *cur = NULL;
+    cJSON *meta = NULL, *cur = NULL, *filled = NULL;
     kt_buffer **bufs = NULL;
     kt_status st;
     int ndiff = 0;
@@ -642,7 +660,8 @@ static kt_status resume(trainer *t, kt_err *err)
         st = kt_err_set(err, KT_ERR_RUNTIME, "%s: no job spec or train_state in its metadata", path);
         goto fail;
     }
-    spec_diff(old, cur, "", diffs, sizeof diffs, &ndiff);
+    filled = spec_with_defaults(old);
+    spec_diff(filled ? filled : old, cur, "", diffs, sizeof diffs, &ndiff);
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(meta, "weights_source");
     if (strcmp(str(ws, "checksum"), hex64(hex, t->weights_sum)) != 0) {
         size_t len = strlen(diffs);
@@ -713,6 +732,7 @@ static kt_status resume(trainer *t, kt_err *err)
 fail:
     free(bufs);
     cJSON_Delete(cur);
+    cJSON_Delete(filled);
     cJSON_Delete(meta);
     kt_weights_free(w);
     return st;

@@ -158,6 +158,16 @@ expect_grep "train.optimizer.lr: 0.05 in the checkpoint, 0.02 now" "$OUT/last.er
 expect_grep "train.epochs: 12 in the checkpoint, 13 now" "$OUT/last.err" "refusal names the epochs change"
 expect_exit 0 "--resume --force continues the changed job" $KT train --quiet --resume --force "$D/changed.json"
 expect_exit 0 "--force alone starts over" $KT train --quiet --force "$D/changed.json"
+# A checkpoint written before a key existed (here: its stored job without
+# train.optimizer.decay_all) resumes when the job leaves that key at its default.
+cp "$D/crash/last.safetensors" "$D/crash-last.bak"
+perl -0777 -pi -e 's/(\\"decay_all\\":false,)/" " x length($1)/e' "$D/crash/last.safetensors"
+if grep -q 'decay_all' "$D/crash/last.safetensors"; then
+    bad "could not strip decay_all from the checkpoint's job"
+else
+    expect_exit 0 "resume of a checkpoint from before a key existed" $KT train --quiet --resume "$D/crash.json"
+fi
+cp "$D/crash-last.bak" "$D/crash/last.safetensors"
 rm -rf "$D/again" && $KT train --quiet --resume "$D/again.json" >/dev/null 2>"$OUT/last.err"
 [ $? -eq 2 ] && grep -q "nothing to resume" "$OUT/last.err" && ok "--resume without a run: exit 2, says why" ||
     bad "--resume without a run: $(head -c 200 "$OUT/last.err")"
