@@ -2,7 +2,7 @@
 # infer_bench.sh - ResNet-50 inference throughput and peak memory, kt against
 # PyTorch on the same machine, side by side in one run.
 #
-#   sh bench/infer_bench.sh [ROUNDS]     (after `make`; ~4 min with 3 rounds)
+#   sh bench/infer_bench.sh [ROUNDS]     (after `make`; ~6 min with 3 rounds)
 #
 # kt    : `kt embed --layer logits -t 2 -b B` on NIMG synthetic 224x224 JPEGs,
 #         end to end: decode, resize 256, crop 224, normalise, network, .npy

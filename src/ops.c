@@ -234,8 +234,9 @@ static void run_range(const kt_conv_shape *s, void (*fn)(const void *, int64_t, 
  * its own thread. OpenBLAS's own threads stay off (blas.c): after each
  * threaded call its idle workers spin in sched_yield for a while, and in
  * training they took a fifth of the CPU from the BN and ReLU loops that run
- * between GEMMs. Each element of C is computed the same way whatever the
- * split, so results do not depend on the thread count. */
+ * between GEMMs. The split depends only on the shape and the thread count,
+ * so a run is reproducible for a given thread count; other counts may round
+ * differently, since OpenBLAS picks its kernel by the size of each call. */
 typedef struct {
     enum CBLAS_TRANSPOSE ta, tb;
     int m, n, k, lda, ldb, ldc, rows;
