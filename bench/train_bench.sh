@@ -15,10 +15,13 @@
 # kt    : `kt train` on ../shared/data/hymenoptera/train (245 photos, 8 steps
 #         of 32 per epoch), no augmentation, no validation, 2 epochs, 2
 #         threads, --no-cache (the frozen part runs every step, as torch's does;
-#         bench/cache_bench.sh measures the cache). images/s is the second
-#         epoch's train_images_per_s from
-#         metrics.jsonl: steps end to end, decoding and data wait included,
-#         checkpoint writes excluded. Peak RSS from /usr/bin/time -v.
+#         bench/cache_bench.sh measures the cache). Two figures from the
+#         second epoch in metrics.jsonl:
+#           e2e   train_images_per_s: steps end to end, decoding and data
+#                 wait included, checkpoint writes excluded;
+#           step  images / step_s of the median step (forward, backward,
+#                 update): what torch's figure measures.
+#         Peak RSS from /usr/bin/time -v.
 # torch : perf_torch.py --only train_<cut>_b32 (random input tensors, the
 #         network step only, median of timed iterations, 2 threads), with glibc
 #         malloc and with jemalloc (LD_PRELOAD, no decay: BASELINE.md's best).
@@ -52,7 +55,7 @@ job() { # CUT FREEZE
            "augment": {"flip": false, "random_resized_crop": false}},
   "train": {"epochs": 2, "batch_size": 32,
             "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001},
-            "schedule": {"name": "constant"}, "threads": 2, "log_every": 0},
+            "schedule": {"name": "constant"}, "threads": 2, "log_every": 1},
   "output": {"dir": "$(pwd)/$OUT/run-$1", "keep": 0, "best_metric": "train_loss"}
 }
 EOF
@@ -69,10 +72,15 @@ while [ $r -lt "$ROUNDS" ]; do
         # shellcheck disable=SC2086
         env $ktenv /usr/bin/time -v $KT train --quiet --force --no-cache "$OUT/$cut.json" >/dev/null 2>"$OUT/kt-$cut.err" ||
             { echo "train_bench: kt train $cut failed:" >&2; tail -n 5 "$OUT/kt-$cut.err" >&2; exit 1; }
-        ips=$(grep '"event":"epoch","epoch":2' "$OUT/run-$cut/metrics.jsonl" |
-            sed 's/.*"train_images_per_s":\([0-9.e+-]*\).*/\1/')
         rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$OUT/kt-$cut.err")
-        printf '%s\tkt\t%s\t%s\n' "$cut" "$ips" "$((rss / 1024))" >>"$OUT/results.tsv"
+        $PY - "$OUT/run-$cut/metrics.jsonl" "$cut" "$((rss / 1024))" >>"$OUT/results.tsv" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ep = [r for r in rows if r["event"] == "epoch" and r["epoch"] == 2][0]
+steps = [r["images"] / r["step_s"] for r in rows if r["event"] == "step" and r["epoch"] == 2]
+print("%s\tkt\t%.3f\t%s" % (sys.argv[2], ep["train_images_per_s"], sys.argv[3]))
+print("%s\tkt-step\t%.3f\t%s" % (sys.argv[2], statistics.median(steps), sys.argv[3]))
+EOF
         for alloc in glibc jemalloc; do
             pre=""
             if [ $alloc = jemalloc ]; then
@@ -93,12 +101,14 @@ rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
 def med(cut, who, col):
     v = [float(r[col]) for r in rows if r[0] == cut and r[1] == who]
     return statistics.median(v) if v else None
-print("%-8s %10s %12s %15s %9s %11s %14s" % ("cut", "kt img/s", "torch glibc", "torch jemalloc",
-      "kt/best", "kt RSS MiB", "torch RSS MiB"))
+print("%-8s %8s %8s %12s %15s %9s %9s %11s %14s" % ("cut", "kt e2e", "kt step", "torch glibc",
+      "torch jemalloc", "e2e/best", "step/best", "kt RSS MiB", "torch RSS MiB"))
 for cut in ("full", "layer3", "avgpool"):
-    kt, tg, tj = med(cut, "kt", 2), med(cut, "torch-glibc", 2), med(cut, "torch-jemalloc", 2)
+    kt, ks = med(cut, "kt", 2), med(cut, "kt-step", 2)
+    tg, tj = med(cut, "torch-glibc", 2), med(cut, "torch-jemalloc", 2)
     best = max(x for x in (tg, tj) if x is not None)
     rss = [x for x in (med(cut, "torch-glibc", 3), med(cut, "torch-jemalloc", 3)) if x is not None]
-    print("%-8s %10.2f %12.2f %15s %9.2f %11.0f %14s" % (cut, kt, tg, "%.2f" % tj if tj else "-",
-          kt / best, med(cut, "kt", 3), "/".join("%.0f" % x for x in rss)))
+    print("%-8s %8.2f %8.2f %12.2f %15s %9.2f %9.2f %11.0f %14s" % (cut, kt, ks, tg,
+          "%.2f" % tj if tj else "-", kt / best, ks / best, med(cut, "kt", 3),
+          "/".join("%.0f" % x for x in rss)))
 EOF

@@ -143,6 +143,7 @@ typedef struct {
     double train_s;             /* in training steps (data wait included; validation
                                  * and checkpoints not) */
     double ep_train_s;          /* ... during the current epoch */
+    double step_s;              /* the last step's forward, backward and update */
     int64_t ep_images;
     char line[1024];            /* step log line, formatted without allocating */
     int lock_fd;                /* output.dir/.kt-lock, held while running; -1 none */
@@ -962,10 +963,10 @@ static kt_status log_step(trainer *t, const kt_batch *b, double lr, kt_err *err)
         return KT_OK;
     snprintf(t->line, sizeof t->line,
              "{\"event\":\"step\",\"epoch\":%d,\"batch\":%d,\"step\":%lld,\"lr\":%.9g,"
-             "\"train_loss\":%.9g,\"train_acc\":%.9g,\"images_per_s\":%.4g,\"data_wait_s\":%.4g,"
-             "\"skipped\":%lld}",
+             "\"train_loss\":%.9g,\"train_acc\":%.9g,\"images_per_s\":%.4g,\"images\":%d,"
+             "\"step_s\":%.4g,\"data_wait_s\":%.4g,\"skipped\":%lld}",
              b->epoch + 1, b->index + 1, (long long)t->step, lr, kt_metrics_loss(&t->tm),
-             kt_metrics_acc(&t->tm), ips, t->wait_s, (long long)t->skipped);
+             kt_metrics_acc(&t->tm), ips, b->n, t->step_s, t->wait_s, (long long)t->skipped);
     if (t->events) {
         printf("%s\n", t->line);
         fflush(stdout);
@@ -1279,8 +1280,10 @@ static kt_status run(trainer *t, kt_err *err)
         t->wait_s += b->wait_seconds;
         t->skipped += b->nskipped;
         warn_lines(t, b->warnings);
+        double st0 = now();
         if (b->n > 0 && (st = train_step(t, b, &lr, err)) != KT_OK)
             goto done;
+        t->step_s = now() - st0;
         t->images += b->n, t->ep_images += b->n;
         t->step = (int64_t)b->epoch * t->bpe + b->index + 1;
         t->batch = b->index + 1;

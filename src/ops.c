@@ -242,34 +242,50 @@ typedef struct {
     int m, n, k, lda, ldb, ldc, rows;
     const float *a, *b;
     float beta, *c;
+    int nb;                 /* blocks of 16 per GEMM */
+    size_t sa, sb, sc;      /* a batch of GEMMs: strides between their a, b, c */
 } gemm_job;
 
+/* Blocks [lo, hi) of the batch, one OpenBLAS call per GEMM they touch. */
 static void gemm_range(const void *arg, int64_t lo, int64_t hi)
 {
     const gemm_job *g = arg;
     const int tr = g->ta == CblasTrans, tc = g->tb == CblasTrans;
-    int i0 = (int)lo * 16, i1 = (int)hi * 16;
-    if (g->rows) {
-        if (i1 > g->m) i1 = g->m;
-        if (i1 <= i0) return;
-        cblas_sgemm(CblasRowMajor, g->ta, g->tb, i1 - i0, g->n, g->k, 1.0f,
-                    g->a + (tr ? (size_t)i0 : (size_t)i0 * g->lda), g->lda, g->b, g->ldb, g->beta,
-                    g->c + (size_t)i0 * g->ldc, g->ldc);
-    } else {
-        if (i1 > g->n) i1 = g->n;
-        if (i1 <= i0) return;
-        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, i1 - i0, g->k, 1.0f, g->a, g->lda,
-                    g->b + (tc ? (size_t)i0 * g->ldb : (size_t)i0), g->ldb, g->beta,
-                    g->c + i0, g->ldc);
+    for (int64_t q = lo / g->nb; q * g->nb < hi; q++) {
+        const float *a = g->a + q * g->sa, *b = g->b + q * g->sb;
+        float *c = g->c + q * g->sc;
+        int i0 = (int)((lo > q * g->nb ? lo - q * g->nb : 0) * 16);
+        int i1 = (int)((hi < (q + 1) * g->nb ? hi - q * g->nb : g->nb) * 16);
+        if (g->rows) {
+            if (i1 > g->m) i1 = g->m;
+            cblas_sgemm(CblasRowMajor, g->ta, g->tb, i1 - i0, g->n, g->k, 1.0f,
+                        a + (tr ? (size_t)i0 : (size_t)i0 * g->lda), g->lda, b, g->ldb, g->beta,
+                        c + (size_t)i0 * g->ldc, g->ldc);
+        } else {
+            if (i1 > g->n) i1 = g->n;
+            cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, i1 - i0, g->k, 1.0f, a, g->lda,
+                        b + (tc ? (size_t)i0 * g->ldb : (size_t)i0), g->ldb, g->beta, c + i0,
+                        g->ldc);
+        }
     }
+}
+
+/* nbat GEMMs of the same shape, the q-th on a + q*sa, b + q*sb, c + q*sc,
+ * in one pass over the pool (Winograd's 16 per chunk). */
+static void gemm_batch(const kt_conv_shape *s, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                       int m, int n, int k, const float *a, int lda, size_t sa, const float *b,
+                       int ldb, size_t sb, float beta, float *c, int ldc, size_t sc, int nbat)
+{
+    gemm_job g = {ta, tb, m, n, k, lda, ldb, ldc, m > n, a, b, beta, c, 0, sa, sb, sc};
+    g.nb = ((g.rows ? m : n) + 15) / 16;
+    run_range(s, gemm_range, &g, (int64_t)g.nb * nbat);
 }
 
 static void gemm(const kt_conv_shape *s, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m,
                  int n, int k, const float *a, int lda, const float *b, int ldb, float beta,
                  float *c, int ldc)
 {
-    gemm_job g = {ta, tb, m, n, k, lda, ldb, ldc, m > n, a, b, beta, c};
-    run_range(s, gemm_range, &g, ((g.rows ? m : n) + 15) / 16);
+    gemm_batch(s, ta, tb, m, n, k, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
 }
 
 /* col[(ci*k+ky)*k+kx][img*Ho*Wo + oy*Wo + ox] = in[ci][n0+img][iy][ix] for the
@@ -573,10 +589,9 @@ void kt_conv_wino_forward(float *out, float *work, const float *in, const float 
         j.nr = g.rows - j.r0 < g.rc ? g.rows - j.r0 : g.rc;
         const int cols = j.nr * g.tw;
         run_range(s, wino_in_range, &j, s->cin);
-        for (int xi = 0; xi < 16; xi++)
-            gemm(s, CblasNoTrans, CblasNoTrans, s->cout, cols, s->cin, u + xi * plane, s->cin,
-                 V + xi * (size_t)s->cin * g.ld, (int)g.ld, 0.0f, M + xi * (size_t)s->cout * g.ld,
-                 (int)g.ld);
+        gemm_batch(s, CblasNoTrans, CblasNoTrans, s->cout, cols, s->cin, u, s->cin, plane, V,
+                   (int)g.ld, (size_t)s->cin * g.ld, 0.0f, M, (int)g.ld, (size_t)s->cout * g.ld,
+                   16);
         run_range(s, wino_out_range, &j, s->cout);
     }
 }

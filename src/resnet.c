@@ -29,9 +29,11 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blas.h"
 #include "ops.h"
@@ -103,9 +105,11 @@ struct kt_resnet {
     int nlanes, lane_b;
     lane *lanes;
     float *fout;            /* [C][batch][H][W] frozen output gathered from several lanes */
-    pthread_mutex_t mu;     /* lane workers: job generation, completions */
+    pthread_mutex_t mu;     /* guards the sleeps on go and done */
     pthread_cond_t go, done;
-    int gen, ndone, quit, nthreads_started;
+    atomic_int gen, ndone, quit; /* job generation, workers finished with it */
+    atomic_int sleepers, waiting; /* workers asleep on go; caller asleep on done */
+    int nthreads_started;
     int nthr;               /* threads of the pool (lanes[0] is the caller) */
     int job_kind;           /* 0: frozen lanes, 1: par_for ranges */
     int job_from, job_n;
@@ -636,23 +640,68 @@ static void run_job(lane *L)
     if (lo < hi) r->job_fn(r->job_ctx, lo, hi);
 }
 
+/* The pool hands out thousands of jobs per training step (every GEMM of the
+ * trainable part is split over it), a few microseconds apart. Sleeping on a
+ * condition variable between them cost a futex call and a wake-up on each
+ * side of each job, and the wake-up is slow in this VM (perf: 6% of training
+ * in the kernel's futex path, plus the idle wait it does not show). So both
+ * sides first spin on the atomic counters for up to KT_SPIN_NS, and sleep
+ * only when nothing comes: between steps, while data loads. A sleeper is
+ * counted (sleepers, waiting) before it re-checks under the mutex, and the
+ * other side reads the count after its own update: with sequentially
+ * consistent atomics one of the two sees the other, so no wake-up is lost. */
+#define KT_SPIN_NS 100000
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spins until *v satisfies (*v != seen) when ne, (*v >= seen) otherwise;
+ * returns 0 when the time ran out first. */
+static int spin_until(atomic_int *v, int seen, int ne)
+{
+    int64_t t0 = now_ns();
+    for (int i = 1;; i++) {
+        int x = atomic_load(v);
+        if (ne ? x != seen : x >= seen) return 1;
+        if (i % 64 == 0 && now_ns() - t0 > KT_SPIN_NS) return 0;
+        cpu_relax();
+    }
+}
+
 /* Runs the current job on every thread, the caller being lane 0. */
 static void dispatch(kt_resnet *r)
 {
-    pthread_mutex_lock(&r->mu);
-    r->gen++, r->ndone = 0;
-    pthread_cond_broadcast(&r->go);
-    pthread_mutex_unlock(&r->mu);
+    atomic_store(&r->ndone, 0);
+    atomic_fetch_add(&r->gen, 1);
+    if (atomic_load(&r->sleepers)) {
+        pthread_mutex_lock(&r->mu);
+        pthread_cond_broadcast(&r->go);
+        pthread_mutex_unlock(&r->mu);
+    }
     run_job(&r->lanes[0]);
+    if (spin_until(&r->ndone, r->nthr - 1, 0)) return;
     pthread_mutex_lock(&r->mu);
-    while (r->ndone < r->nthr - 1) pthread_cond_wait(&r->done, &r->mu);
+    atomic_store(&r->waiting, 1);
+    while (atomic_load(&r->ndone) < r->nthr - 1) pthread_cond_wait(&r->done, &r->mu);
+    atomic_store(&r->waiting, 0);
     pthread_mutex_unlock(&r->mu);
 }
 
 /* fn(ctx, lo, hi) over [0, count) split evenly over the pool; on the
  * caller alone when there is no pool or less than 2 * grain work. Used for
  * the trainable part's per-channel and elementwise passes, between GEMMs
- * (which use OpenBLAS's own threads). */
+ * (which run on the pool too, split by gemm() in ops.c). */
 static void par_for(kt_resnet *r, void (*fn)(const void *, int64_t, int64_t), const void *ctx,
                     int64_t count, int64_t grain)
 {
@@ -670,16 +719,21 @@ static void *lane_main(void *arg)
     kt_resnet *r = L->r;
     int seen = 0;
     for (;;) {
-        pthread_mutex_lock(&r->mu);
-        while (r->gen == seen && !r->quit) pthread_cond_wait(&r->go, &r->mu);
-        seen = r->gen;
-        int quit = r->quit;
-        pthread_mutex_unlock(&r->mu);
-        if (quit) return NULL;
+        if (!spin_until(&r->gen, seen, 1)) {
+            pthread_mutex_lock(&r->mu);
+            atomic_fetch_add(&r->sleepers, 1);
+            while (atomic_load(&r->gen) == seen) pthread_cond_wait(&r->go, &r->mu);
+            atomic_fetch_sub(&r->sleepers, 1);
+            pthread_mutex_unlock(&r->mu);
+        }
+        seen = atomic_load(&r->gen);
+        if (atomic_load(&r->quit)) return NULL;
         run_job(L);
-        pthread_mutex_lock(&r->mu);
-        if (++r->ndone == r->nthr - 1) pthread_cond_signal(&r->done);
-        pthread_mutex_unlock(&r->mu);
+        if (atomic_fetch_add(&r->ndone, 1) + 1 == r->nthr - 1 && atomic_load(&r->waiting)) {
+            pthread_mutex_lock(&r->mu);
+            pthread_cond_signal(&r->done);
+            pthread_mutex_unlock(&r->mu);
+        }
     }
 }
 
@@ -700,8 +754,9 @@ static kt_status start_lanes(kt_resnet *r, kt_err *err)
 static void stop_lanes(kt_resnet *r)
 {
     if (!r->nthreads_started) return;
+    atomic_store(&r->quit, 1);
+    atomic_fetch_add(&r->gen, 1);
     pthread_mutex_lock(&r->mu);
-    r->quit = 1;
     pthread_cond_broadcast(&r->go);
     pthread_mutex_unlock(&r->mu);
     for (int k = 1; k < r->nthreads_started; k++) pthread_join(r->lanes[k].th, NULL);

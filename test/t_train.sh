@@ -63,6 +63,7 @@ done
 n=$(grep -c '"event":"epoch"' "$R/metrics.jsonl")
 [ "$n" -eq 6 ] && ok "metrics.jsonl: 6 epoch lines" || bad "metrics.jsonl: $n epoch lines"
 grep -q '"event":"step".*"lr":' "$R/metrics.jsonl" && ok "metrics.jsonl: step lines with lr" || bad "no step lines"
+grep -q '"event":"step".*"step_s":[0-9.]*[1-9]' "$R/metrics.jsonl" && ok "metrics.jsonl: step lines time their step (step_s > 0)" || bad "no step_s in step lines"
 first=$(grep '"event":"epoch"' "$R/metrics.jsonl" | head -n 1 | sed 's/.*"val_loss":\([0-9.e-]*\).*/\1/')
 last=$(grep '"event":"epoch"' "$R/metrics.jsonl" | tail -n 1 | sed 's/.*"val_loss":\([0-9.e-]*\).*/\1/')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a / 2) }' &&
