@@ -122,6 +122,7 @@ VK_PICK(vk_add);
 VK_PICK(vk_vmax3);
 VK_PICK(vk_wino_in);
 VK_PICK(vk_wino_out);
+VK_PICK(vk_wino_dout);
 #else
 #define VL 4
 #define VK(f) f
@@ -486,11 +487,15 @@ static wino_geom wino_geometry(const kt_conv_shape *s)
     return g;
 }
 
-/* V, M, then per input channel 4 padded rows. */
+/* V, M, then padded rows: 4 per input channel (the input transform), or 3
+ * per output channel (the weight gradient's: 2 rows of the output gradient
+ * and a zero row). */
 static size_t wino_workspace(const kt_conv_shape *s)
 {
     wino_geom g = wino_geometry(s);
-    return 16 * (size_t)(s->cin + s->cout) * g.ld + (size_t)s->cin * 4 * g.pw;
+    size_t rows = 4 * (size_t)s->cin > 3 * (size_t)s->cout ? 4 * (size_t)s->cin
+                                                           : 3 * (size_t)s->cout;
+    return 16 * (size_t)(s->cin + s->cout) * g.ld + rows * g.pw;
 }
 
 void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
@@ -522,6 +527,7 @@ typedef struct {
     const wino_geom *g;
     float *V, *M, *pin, *out;
     const float *in, *bias;
+    const float *dout;      /* weight gradient: the output gradient */
     int r0, nr, add, relu;
 } wino_job;
 
@@ -593,6 +599,74 @@ void kt_conv_wino_forward(float *out, float *work, const float *in, const float 
                    (int)g.ld, (size_t)s->cin * g.ld, 0.0f, M, (int)g.ld, (size_t)s->cout * g.ld,
                    16);
         run_range(s, wino_out_range, &j, s->cout);
+    }
+}
+
+/* The weight gradient in the Winograd domain. With V = B^T d B the input
+ * tiles and g the output gradient's 2x2 tiles, Y = A^T (U .* V) A gives
+ *     dU[xi][cout][cin] = sum over tiles of (A g A^T)[xi] V[xi]
+ * 16 GEMMs of 16 * cin * cout multiplies per tile where im2col's dW takes
+ * 36 * cin * cout, and dW += G^T dU G. The forward's chunks and input
+ * transform are reused; M's space holds the transformed output gradient.
+ * Tiles that overhang an odd-sized map read zeros for the missing outputs:
+ * those outputs are dropped in the forward, so they have no gradient. */
+static void wino_dout_range(const void *arg, int64_t c0, int64_t c1)
+{
+    const wino_job *j = arg;
+    const kt_conv_shape *s = j->s;
+    const wino_geom *g = j->g;
+    const size_t ldx = (size_t)s->cout * g->ld, rw = 2 * (size_t)g->twp; /* what vk_wino_dout reads */
+    for (int64_t co = c0; co < c1; co++) {
+        float *q0 = j->pin + (size_t)co * 3 * g->pw, *q1 = q0 + g->pw, *z = q1 + g->pw;
+        memset(z, 0, sizeof(float) * rw);
+        for (int r = 0; r < j->nr; r++) {
+            int img = (j->r0 + r) / g->th, ty = (j->r0 + r) % g->th;
+            const float *o = j->dout + (((size_t)co * s->n + img) * s->h + 2 * ty) * s->w;
+            memcpy(q0, o, sizeof(float) * s->w);
+            memset(q0 + s->w, 0, sizeof(float) * (rw - s->w));
+            int two = 2 * ty + 1 < s->h;
+            if (two) {
+                memcpy(q1, o + s->w, sizeof(float) * s->w);
+                memset(q1 + s->w, 0, sizeof(float) * (rw - s->w));
+            }
+            vk_wino_dout(j->M + (size_t)co * g->ld + (size_t)r * g->tw, ldx, q0, two ? q1 : z,
+                         (size_t)g->tw);
+        }
+    }
+}
+
+void kt_conv_wino_weight_grad(float *dw, float *du, float *work, const float *dout,
+                              const float *in, const kt_conv_shape *s)
+{
+    assert(kt_conv_wino_ok(s));
+    const wino_geom g = wino_geometry(s);
+    float *V = work, *M = V + 16 * (size_t)s->cin * g.ld;
+    float *pin = M + 16 * (size_t)s->cout * g.ld;
+    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .in = in, .dout = dout};
+    const size_t plane = (size_t)s->cout * s->cin;
+    for (j.r0 = 0; j.r0 < g.rows; j.r0 += g.rc) {
+        j.nr = g.rows - j.r0 < g.rc ? g.rows - j.r0 : g.rc;
+        run_range(s, wino_in_range, &j, s->cin);
+        run_range(s, wino_dout_range, &j, s->cout);
+        gemm_batch(s, CblasNoTrans, CblasTrans, s->cout, s->cin, j.nr * g.tw, M, (int)g.ld,
+                   (size_t)s->cout * g.ld, V, (int)g.ld, (size_t)s->cin * g.ld,
+                   j.r0 ? 1.0f : 0.0f, du, s->cin, plane, 16);
+    }
+    for (size_t oc = 0; oc < plane; oc++) { /* dW += G^T dU G */
+        float t[3][4];
+        for (int c = 0; c < 4; c++) {
+            float u0 = du[c * plane + oc], u1 = du[(4 + c) * plane + oc];
+            float u2 = du[(8 + c) * plane + oc], u3 = du[(12 + c) * plane + oc];
+            t[0][c] = u0 + 0.5f * (u1 + u2);
+            t[1][c] = 0.5f * (u1 - u2);
+            t[2][c] = 0.5f * (u1 + u2) + u3;
+        }
+        float *d = dw + oc * 9;
+        for (int a = 0; a < 3; a++) {
+            d[3 * a] += t[a][0] + 0.5f * (t[a][1] + t[a][2]);
+            d[3 * a + 1] += 0.5f * (t[a][1] - t[a][2]);
+            d[3 * a + 2] += 0.5f * (t[a][1] + t[a][2]) + t[a][3];
+        }
     }
 }
 

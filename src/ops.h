@@ -72,6 +72,11 @@ void kt_conv_wino_forward(float *out /* [cout][n][h][w] */, float *work,
                           const float *in /* [cin][n][h][w] */,
                           const float *u /* [16][cout][cin] */, const float *bias /* [cout] */,
                           const kt_conv_shape *s, int flags);
+/* dw += the weight gradient of the same conv, as kt_conv_backward's, through
+ * 16 GEMMs in the Winograd domain; du is scratch [16][cout][cin]. */
+void kt_conv_wino_weight_grad(float *dw /* [cout][cin][3][3] */, float *du, float *work,
+                              const float *dout /* [cout][n][h][w] */,
+                              const float *in /* [cin][n][h][w] */, const kt_conv_shape *s);
 
 /* Batch norm in train mode over m = n*h*w values per channel: normalises with
  * the batch mean and biased variance, saves mean and 1/sqrt(var+eps) for the

@@ -249,5 +249,32 @@ VATTR static void VK(vk_wino_out)(float *o0, float *o1, const float *m, size_t l
     }
 }
 
+/* The adjoint of vk_wino_out for the weight gradient: row xi = 4i+j of dm
+ * (rows ldx apart) gets element (i, j) of A g A^T for each tile's 2x2
+ * output gradient g, its top row from q0[2t], q0[2t+1] and its bottom row
+ * from q1 (rows zero past the map's edge, and readable up to
+ * 2*ceil(ntx/VL)*VL columns). Writes up to VL-1 columns past ntx. */
+VATTR static void VK(vk_wino_dout)(float *dm, size_t ldx, const float *q0, const float *q1,
+                                   size_t ntx)
+{
+    vi ev, od;
+    for (int j = 0; j < VL; j++) ev[j] = 2 * j, od[j] = 2 * j + 1;
+    for (size_t i = 0; i < ntx; i += VL) {
+        vf r[2][4];
+        const float *q[2] = {q0 + 2 * i, q1 + 2 * i};
+        for (int a = 0; a < 2; a++) { /* g A^T along the row: e, e+o, e-o, -o */
+            vf x = *(const vf *)q[a], y = *(const vf *)(q[a] + VL);
+            vf e = __builtin_shuffle(x, y, ev), o = __builtin_shuffle(x, y, od);
+            r[a][0] = e, r[a][1] = e + o, r[a][2] = e - o, r[a][3] = -o;
+        }
+        for (int j = 0; j < 4; j++) { /* then A (...) down the column */
+            *(vf *)(dm + (size_t)j * ldx + i) = r[0][j];
+            *(vf *)(dm + (size_t)(4 + j) * ldx + i) = r[0][j] + r[1][j];
+            *(vf *)(dm + (size_t)(8 + j) * ldx + i) = r[0][j] - r[1][j];
+            *(vf *)(dm + (size_t)(12 + j) * ldx + i) = -r[1][j];
+        }
+    }
+}
+
 #undef vf
 #undef vi

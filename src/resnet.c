@@ -953,13 +953,16 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     bn_job j = {u, NULL, dc, dy, m, 1};
     par_for(r, bn_bwd_range, &j, s.cout, 1);
     if (dx && zero_dx) ew(r, EW_ZERO, dx, NULL, NULL, (int64_t)s.cin * n * s.h * s.w);
-    if (!u->wino || !dx) {
+    if (!u->wino) {
         kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
         return;
     }
-    /* The input gradient of a 3x3 stride-1 pad-1 conv is the same kind of
-     * conv of dc, with the kernels flipped and cin/cout swapped. */
-    kt_conv_backward(NULL, u->dw, u->db, r->work, dc, x, u->w, &s);
+    /* Winograd: the weight gradient in its domain (r->wu as scratch), and
+     * the input gradient as the same kind of conv of dc, with the kernels
+     * flipped and cin/cout swapped. */
+    kt_conv_backward(NULL, NULL, u->db, r->work, dc, x, u->w, &s);
+    kt_conv_wino_weight_grad(u->dw, r->wu, r->work, dc, x, &s);
+    if (!dx) return;
     kt_conv_shape ts = s;
     ts.cin = s.cout, ts.cout = s.cin;
     kt_conv_wino_weights(r->wu, u->w, s.cout, s.cin, 1);

@@ -289,7 +289,7 @@ static void check_conv_par(const conv_case *c)
 
 typedef struct {
     kt_conv_shape s;
-    float *in, *u, *out, *work, *r;
+    float *in, *u, *out, *work, *r, *w;
 } wino_ctx;
 
 static double wino_loss(void *p)
@@ -297,6 +297,14 @@ static double wino_loss(void *p)
     wino_ctx *c = p;
     kt_conv_wino_forward(c->out, c->work, c->in, c->u, NULL, &c->s, 0);
     return dot(c->out, c->r, (int64_t)c->s.cout * c->s.n * c->s.h * c->s.w);
+}
+
+/* The same as a function of the untransformed weights. */
+static double wino_w_loss(void *p)
+{
+    wino_ctx *c = p;
+    kt_conv_wino_weights(c->u, c->w, c->s.cout, c->s.cin, 0);
+    return wino_loss(p);
 }
 
 /* Winograd against the naive loops: plain, +bias, fused ADD|RELU, and with
@@ -352,13 +360,35 @@ static void check_wino(const conv_case *c)
     e = max_rel_diff(din, rdin, nin);
     CHECK(e < 1e-5, "winograd input gradient %s (flipped weights): max err %.2e", c->what, e);
     if (nin <= 4096) { /* and against finite differences of the Winograd forward */
-        wino_ctx x = {s, in, u, out, work, dout};
+        wino_ctx x = {s, in, u, out, work, dout, NULL};
         x.s.par = NULL;
         memset(din, 0, sizeof(float) * nin);
         kt_conv_wino_forward(din, twork, dout, ut, NULL, &ts, KT_CONV_ADD);
         double ef = fd_relerr(wino_loss, &x, in, din, nin, 1e-2f);
         CHECK(ef < 1e-3, "winograd input gradient fd %s: %.2e", c->what, ef);
     }
+
+    /* the weight gradient in the Winograd domain, accumulated, serial and on
+     * the stand-in pool */
+    float *dw = zero_buf(nw), *du = zero_buf(16 * (int64_t)s.cout * s.cin);
+    for (int v = 0; v < 2; v++) {
+        s.par = v ? fake_par : NULL;
+        fill(dw, nw, 0.5f);
+        kt_conv_wino_weight_grad(dw, du, work, dout, in, &s);
+        unfill(dw, nw, 0.5f);
+        e = max_rel_diff(dw, rdw, nw);
+        CHECK(e < 1e-5, "winograd weight gradient %s%s: max err %.2e", c->what,
+              v ? " with a thread pool" : "", e);
+    }
+    if (nw <= 4096) { /* and against finite differences of the Winograd forward */
+        wino_ctx x = {s, in, u, out, work, dout, w};
+        x.s.par = NULL;
+        memset(dw, 0, sizeof(float) * nw);
+        kt_conv_wino_weight_grad(dw, du, work, dout, in, &x.s);
+        double ef = fd_relerr(wino_w_loss, &x, w, dw, nw, 1e-2f);
+        CHECK(ef < 1e-3, "winograd weight gradient fd %s: %.2e", c->what, ef);
+    }
+    free(dw), free(du);
     free(in), free(w), free(b), free(u), free(prev), free(out), free(out2), free(work);
     free(ref), free(ref2), free(dout), free(din), free(ut), free(twork), free(rdin), free(rdw);
 }
