@@ -498,10 +498,22 @@ static size_t wino_workspace(const kt_conv_shape *s)
     return 16 * (size_t)(s->cin + s->cout) * g.ld + rows * g.pw;
 }
 
-void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
+typedef struct {
+    float *u;
+    const float *w;
+    int cout, cin, flip;
+} wino_w_job;
+
+/* Kernels [lo, hi) of the cout*cin (run on the conv's pool: in training
+ * the weights change every step and are transformed twice per step). */
+static void wino_w_range(const void *arg, int64_t lo, int64_t hi)
 {
+    const wino_w_job *j = arg;
+    float *u = j->u;
+    const float *w = j->w;
+    const int cin = j->cin, cout = j->cout, flip = j->flip;
     const size_t plane = (size_t)cout * cin;
-    for (size_t oc = 0; oc < plane; oc++) {
+    for (size_t oc = (size_t)lo; oc < (size_t)hi; oc++) {
         float g[9], t[4][3], r[4][4];
         for (int i = 0; i < 9; i++) g[i] = w[oc * 9 + (flip ? 8 - i : i)];
         /* flipped, the kernel of (o, c) belongs to output c, input o */
@@ -520,6 +532,12 @@ void kt_conv_wino_weights(float *u, const float *w, int cout, int cin, int flip)
         }
         for (int xi = 0; xi < 16; xi++) u[xi * plane + dst] = r[xi / 4][xi % 4];
     }
+}
+
+void kt_conv_wino_weights(float *u, const float *w, const kt_conv_shape *s, int flip)
+{
+    wino_w_job j = {u, w, s->cout, s->cin, flip};
+    run_range(s, wino_w_range, &j, (int64_t)s->cout * s->cin);
 }
 
 typedef struct {

@@ -67,7 +67,8 @@ void kt_conv_backward(float *din /* [cin][n][h][w] or NULL */,
  * kt_conv_workspace covers the workspace of both paths. */
 int kt_conv_wino_ok(const kt_conv_shape *s);
 void kt_conv_wino_weights(float *u /* [16][cout][cin], flip: [16][cin][cout] */,
-                          const float *w /* [cout][cin][3][3] */, int cout, int cin, int flip);
+                          const float *w /* [cout][cin][3][3] */, const kt_conv_shape *s,
+                          int flip);
 void kt_conv_wino_forward(float *out /* [cout][n][h][w] */, float *work,
                           const float *in /* [cin][n][h][w] */,
                           const float *u /* [16][cout][cin] */, const float *bias /* [cout] */,

@@ -176,7 +176,7 @@ static void unit_init(unit *u, const kt_conv_desc *cd, const kt_bn_desc *bd, int
         if (u->wino) {
             u->fu = alloc_f(16 * (size_t)cd->cout * cd->cin, oom);
             if (*oom) return;
-            kt_conv_wino_weights(u->fu, u->fw, cd->cout, cd->cin, 0);
+            kt_conv_wino_weights(u->fu, u->fw, &u->s, 0);
             free(u->fw);
             u->fw = NULL;
         }
@@ -824,6 +824,27 @@ static void bn_bwd_range(const void *ctx, int64_t lo, int64_t hi)
                          u->smean + lo, u->srstd + lo, u->g + lo, (int)(hi - lo), m);
 }
 
+/* The trainable stem's 3x3 stride-2 max pool, by channel ranges. */
+typedef struct {
+    kt_resnet *r;
+    const float *x;         /* forward: the stem's output; backward: the pool's gradient */
+    float *y;               /* forward: the pool's output; backward: the stem's gradient */
+    int n, h, w, backward;
+} pool_job;
+
+static void pool_range(const void *ctx, int64_t lo, int64_t hi)
+{
+    const pool_job *j = ctx;
+    const kt_resnet *r = j->r;
+    const size_t in_sz = (size_t)j->n * j->h * j->w, out_sz = (size_t)j->n * r->pool_h * r->pool_w;
+    if (j->backward)
+        kt_maxpool_backward(j->y + lo * in_sz, j->x + lo * out_sz, r->argmax + lo * out_sz,
+                            (int)(hi - lo), j->n, j->h, j->w, r->pool_h, r->pool_w);
+    else
+        kt_maxpool_forward(j->y + lo * out_sz, r->argmax + lo * out_sz, j->x + lo * in_sz,
+                           (int)(hi - lo), j->n, j->h, j->w, 3, 2, 1, r->pool_h, r->pool_w);
+}
+
 enum { EW_ZERO, EW_COPY, EW_ADD_RELU, EW_RELU_GRAD, EW_RELU_MASK };
 typedef struct {
     int op;
@@ -873,7 +894,7 @@ static void unit_fwd(kt_resnet *r, unit *u, float *y, const float *x, int n, int
     kt_conv_shape s = shape_par(r, u, n);
     int64_t m = (int64_t)n * s.ho * s.wo;
     if (u->wino) {
-        kt_conv_wino_weights(r->wu, u->w, s.cout, s.cin, 0);
+        kt_conv_wino_weights(r->wu, u->w, &s, 0);
         kt_conv_wino_forward(u->c, r->work, x, r->wu, u->b, &s, 0);
     } else {
         kt_conv_forward(u->c, r->work, x, u->w, u->b, &s);
@@ -912,8 +933,8 @@ const float *kt_resnet_forward(kt_resnet *r, int from, const float *in, int n, i
         unit *u = &r->stem;
         kt_conv_shape s = shape_n(u, n);
         unit_fwd(r, u, u->y, in, n, training);
-        kt_maxpool_forward(r->stem_out, r->argmax, u->y, s.cout, n, s.ho, s.wo, 3, 2, 1,
-                           r->pool_h, r->pool_w);
+        pool_job j = {r, u->y, r->stem_out, n, s.ho, s.wo, 0};
+        par_for(r, pool_range, &j, s.cout, 1);
         x = r->act[1] = r->stem_out;
     }
     for (int bi = F > 1 ? F - 1 : 0; bi < a->nblocks && bi + 2 <= T; bi++) {
@@ -965,7 +986,7 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     if (!dx) return;
     kt_conv_shape ts = s;
     ts.cin = s.cout, ts.cout = s.cin;
-    kt_conv_wino_weights(r->wu, u->w, s.cout, s.cin, 1);
+    kt_conv_wino_weights(r->wu, u->w, &s, 1);
     kt_conv_wino_forward(dx, r->work, dc, r->wu, NULL, &ts, KT_CONV_ADD);
 }
 
@@ -1033,7 +1054,8 @@ void kt_resnet_backward(kt_resnet *r, const float *dout, int n)
         kt_conv_shape s = shape_n(u, n);
         int64_t m = (int64_t)s.cout * n * s.ho * s.wo;
         ew(r, EW_ZERO, r->SC1, NULL, NULL, m);
-        kt_maxpool_backward(r->SC1, g, r->argmax, s.cout, n, s.ho, s.wo, r->pool_h, r->pool_w);
+        pool_job j = {r, g, r->SC1, n, s.ho, s.wo, 1};
+        par_for(r, pool_range, &j, s.cout, 1);
         ew(r, EW_RELU_MASK, r->SC1, NULL, u->y, m);
         unit_bwd(r, u, NULL, 0, r->SC1, r->input, n, r->SC2);
     }

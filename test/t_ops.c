@@ -303,7 +303,7 @@ static double wino_loss(void *p)
 static double wino_w_loss(void *p)
 {
     wino_ctx *c = p;
-    kt_conv_wino_weights(c->u, c->w, c->s.cout, c->s.cin, 0);
+    kt_conv_wino_weights(c->u, c->w, &c->s, 0);
     return wino_loss(p);
 }
 
@@ -320,7 +320,7 @@ static void check_wino(const conv_case *c)
     float *out = zero_buf(nout), *out2 = zero_buf(nout);
     float *work = zero_buf((int64_t)kt_conv_workspace(&s));
     double *ref = malloc(sizeof(double) * nout), *ref2 = malloc(sizeof(double) * nout);
-    kt_conv_wino_weights(u, w, s.cout, s.cin, 0);
+    kt_conv_wino_weights(u, w, &s, 0);
 
     naive_conv(ref, in, w, NULL, &s);
     kt_conv_wino_forward(out, work, in, u, NULL, &s, 0);
@@ -353,7 +353,7 @@ static void check_wino(const conv_case *c)
     float *twork = zero_buf((int64_t)kt_conv_workspace(&ts));
     double *rdin = malloc(sizeof(double) * nin), *rdw = malloc(sizeof(double) * nw);
     fill(din, nin, 0.5f);
-    kt_conv_wino_weights(ut, w, s.cout, s.cin, 1);
+    kt_conv_wino_weights(ut, w, &s, 1);
     kt_conv_wino_forward(din, twork, dout, ut, NULL, &ts, KT_CONV_ADD);
     unfill(din, nin, 0.5f);
     naive_conv_backward(rdin, rdw, dout, in, w, &s);
