@@ -761,15 +761,19 @@ void kt_bn_train_forward(float *out, float *save_mean, float *save_rstd, float *
 /* With xh = (x - mean) * rstd and y = gamma*xh + beta, the batch statistics
  * depend on every x, which gives
  *   din = gamma*rstd/m * (m*dout - sum(dout) - xh*sum(dout*xh)).
- * The two sums are also dbeta and dgamma. */
+ * The two sums are also dbeta and dgamma. A ReLU's mask and the choice
+ * between accumulating and writing din ride along in the same two passes:
+ * a separate masking pass and zeroing pass each cost a trip through memory
+ * as long as the BN's own. */
 void kt_bn_train_backward(float *din, float *dgamma, float *dbeta, const float *dout,
-                          const float *in, const float *save_mean, const float *save_rstd,
-                          const float *gamma, int c, int64_t m)
+                          const float *relu_out, const float *in, const float *save_mean,
+                          const float *save_rstd, const float *gamma, int c, int64_t m, int acc)
 {
     for (int ch = 0; ch < c; ch++) {
         const float *x = in + ch * m, *dy = dout + ch * m;
+        const float *mk = relu_out ? relu_out + ch * m : NULL;
         double mean = save_mean[ch], rstd = save_rstd[ch], sdy, sdyx;
-        vk_dot(dy, x, save_mean[ch], (size_t)m, &sdy, &sdyx);
+        vk_dot(dy, mk, x, save_mean[ch], (size_t)m, &sdy, &sdyx);
         sdyx *= rstd;
         if (dbeta) dbeta[ch] += (float)sdy;
         if (dgamma) dgamma[ch] += (float)sdyx;
@@ -777,8 +781,8 @@ void kt_bn_train_backward(float *din, float *dgamma, float *dbeta, const float *
         /* din = k*dout + a*x + b: one fused multiply-add pass. */
         double k = gamma[ch] * rstd;
         double mdy = sdy / (double)m, mdyx = sdyx / (double)m;
-        vk_bn_dx(din + ch * m, dy, x, (float)k, (float)(-k * mdyx * rstd),
-                 (float)(-k * mdy + k * mdyx * rstd * mean), (size_t)m);
+        vk_bn_dx(din + ch * m, dy, mk, x, (float)k, (float)(-k * mdyx * rstd),
+                 (float)(-k * mdy + k * mdyx * rstd * mean), (size_t)m, acc);
     }
 }
 
@@ -810,11 +814,13 @@ void kt_bn_eval_backward(float *din, float *dgamma, float *dbeta, const float *d
         double rstd = 1.0 / sqrt((double)var[ch] + eps);
         if (dgamma || dbeta) {
             double sdy, sdyx;
-            vk_dot(dy, x, mean[ch], (size_t)m, &sdy, &sdyx);
+            vk_dot(dy, NULL, x, mean[ch], (size_t)m, &sdy, &sdyx);
             if (dbeta) dbeta[ch] += (float)sdy;
             if (dgamma) dgamma[ch] += (float)(sdyx * rstd);
         }
-        if (din) vk_bn_dx(din + ch * m, dy, x, (float)(gamma[ch] * rstd), 0.0f, 0.0f, (size_t)m);
+        if (din)
+            vk_bn_dx(din + ch * m, dy, NULL, x, (float)(gamma[ch] * rstd), 0.0f, 0.0f, (size_t)m,
+                     1);
     }
 }
 
@@ -828,7 +834,6 @@ void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n
     vk_relu_grad(din, dout, out, (size_t)n, 1);
 }
 
-void kt_relu_mask(float *d, const float *out, int64_t n) { vk_relu_grad(d, d, out, (size_t)n, 0); }
 
 void kt_relu_grad(float *din, const float *dout, const float *out, int64_t n)
 {

@@ -89,10 +89,13 @@ void kt_bn_train_forward(float *out /* [c][m] */, float *save_mean /* [c] */,
                          float *running_var /* [c] */, const float *in /* [c][m] */,
                          const float *gamma, const float *beta, int c, int64_t m, float eps,
                          float momentum, int relu);
+/* Its backward: din (accumulated when acc, else written), dgamma and dbeta
+ * accumulated. relu_out, when not NULL, is the output of a ReLU applied to
+ * this BN's output: dout then counts only where relu_out > 0. */
 void kt_bn_train_backward(float *din /* [c][m] or NULL */, float *dgamma, float *dbeta,
-                          const float *dout /* [c][m] */, const float *in /* [c][m] */,
-                          const float *save_mean, const float *save_rstd, const float *gamma,
-                          int c, int64_t m);
+                          const float *dout /* [c][m] */, const float *relu_out /* [c][m] */,
+                          const float *in /* [c][m] */, const float *save_mean,
+                          const float *save_rstd, const float *gamma, int c, int64_t m, int acc);
 /* Eval mode: out = in*scale[c] + shift[c] (scale, shift precomputed from the
  * running stats by kt_bn_fold_params), then ReLU when relu != 0. in == out is
  * allowed. */
@@ -107,9 +110,6 @@ void kt_bn_fold_params(float *scale /* [c] */, float *shift /* [c] */, const flo
 /* ReLU; in place allowed. Backward uses the output (out > 0) as the mask. */
 void kt_relu_forward(float *out, const float *in, int64_t n);
 void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n);
-/* In-place ReLU backward: d[i] = out[i] > 0 ? d[i] : 0 (overwrites, for
- * scratch gradients that need no accumulation). */
-void kt_relu_mask(float *d, const float *out, int64_t n);
 /* ReLU backward into a scratch gradient: din[i] = out[i] > 0 ? dout[i] : 0
  * (overwrites). */
 void kt_relu_grad(float *din, const float *dout, const float *out, int64_t n);

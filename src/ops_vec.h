@@ -51,9 +51,10 @@ VATTR static double VK(vk_sum)(const float *x, size_t n, float shift, double *sq
     return s;
 }
 
-/* sum dy[i] and sum dy[i] * (x[i] - mean). */
-VATTR static void VK(vk_dot)(const float *dy, const float *x, float mean, size_t n, double *sdy,
-                             double *sdyx)
+/* sum g[i] and sum g[i] * (x[i] - mean), g = dy, or where mask[i] > 0 dy
+ * and 0 elsewhere (mask: the output of a ReLU that followed). */
+VATTR static void VK(vk_dot)(const float *dy, const float *mask, const float *x, float mean,
+                             size_t n, double *sdy, double *sdyx)
 {
     double s = 0, sx = 0;
     size_t i = 0;
@@ -62,12 +63,16 @@ VATTR static void VK(vk_dot)(const float *dy, const float *x, float mean, size_t
         size_t end = i + KT_BLOCK < n ? i + KT_BLOCK : n;
         for (; i + VL <= end; i += VL) {
             vf g = *(const vf *)(dy + i);
+            if (mask) g = (vf)((vi)g & (*(const vf *)(mask + i) > 0.0f));
             a += g, ax += g * (*(const vf *)(x + i) - mean);
         }
         VHSUM(s, a);
         VHSUM(sx, ax);
     }
-    for (; i < n; i++) s += dy[i], sx += (double)dy[i] * ((double)x[i] - mean);
+    for (; i < n; i++) {
+        float g = !mask || mask[i] > 0.0f ? dy[i] : 0.0f;
+        s += g, sx += (double)g * ((double)x[i] - mean);
+    }
     *sdy = s, *sdyx = sx;
 }
 
@@ -87,14 +92,23 @@ VATTR static void VK(vk_axpb)(float *y, const float *x, float a, float b, size_t
     }
 }
 
-/* dx[i] += k * dy[i] + a * x[i] + b */
-VATTR static void VK(vk_bn_dx)(float *dx, const float *dy, const float *x, float k, float a,
-                               float b, size_t n)
+/* dx[i] = k * g[i] + a * x[i] + b, added to dx when acc; g as in vk_dot. */
+VATTR static void VK(vk_bn_dx)(float *dx, const float *dy, const float *mask, const float *x,
+                               float k, float a, float b, size_t n, int acc)
 {
     size_t i = 0;
-    for (; i + VL <= n; i += VL)
-        *(vf *)(dx + i) += *(const vf *)(dy + i) * k + *(const vf *)(x + i) * a + b;
-    for (; i < n; i++) dx[i] += dy[i] * k + x[i] * a + b;
+    for (; i + VL <= n; i += VL) {
+        vf g = *(const vf *)(dy + i);
+        if (mask) g = (vf)((vi)g & (*(const vf *)(mask + i) > 0.0f));
+        vf v = g * k + *(const vf *)(x + i) * a + b;
+        if (acc) v += *(const vf *)(dx + i);
+        *(vf *)(dx + i) = v;
+    }
+    for (; i < n; i++) {
+        float g = !mask || mask[i] > 0.0f ? dy[i] : 0.0f;
+        float v = g * k + x[i] * a + b;
+        dx[i] = acc ? dx[i] + v : v;
+    }
 }
 
 /* y[i] = relu(x[i]) */

@@ -819,9 +819,10 @@ static void bn_bwd_range(const void *ctx, int64_t lo, int64_t hi)
     const bn_job *j = ctx;
     unit *u = j->u;
     const int64_t m = j->m;
-    memset(j->dc + lo * m, 0, sizeof(float) * (hi - lo) * m);
-    kt_bn_train_backward(j->dc + lo * m, u->dg + lo, u->dbe + lo, j->dy + lo * m, u->c + lo * m,
-                         u->smean + lo, u->srstd + lo, u->g + lo, (int)(hi - lo), m);
+    /* a unit with its own ReLU gets the gradient at the ReLU's output */
+    kt_bn_train_backward(j->dc + lo * m, u->dg + lo, u->dbe + lo, j->dy + lo * m,
+                         u->relu ? u->y + lo * m : NULL, u->c + lo * m, u->smean + lo,
+                         u->srstd + lo, u->g + lo, (int)(hi - lo), m, 0);
 }
 
 /* The trainable stem's 3x3 stride-2 max pool, by channel ranges. */
@@ -845,7 +846,7 @@ static void pool_range(const void *ctx, int64_t lo, int64_t hi)
                            (int)(hi - lo), j->n, j->h, j->w, 3, 2, 1, r->pool_h, r->pool_w);
 }
 
-enum { EW_ZERO, EW_COPY, EW_ADD_RELU, EW_RELU_GRAD, EW_RELU_MASK };
+enum { EW_ZERO, EW_COPY, EW_ADD_RELU, EW_RELU_GRAD };
 typedef struct {
     int op;
     float *y;
@@ -860,8 +861,7 @@ static void ew_range(const void *ctx, int64_t lo, int64_t hi)
     case EW_ZERO: memset(j->y + lo, 0, sizeof(float) * n); break;
     case EW_COPY: memcpy(j->y + lo, j->x + lo, sizeof(float) * n); break;
     case EW_ADD_RELU: kt_add_relu(j->y + lo, j->x + lo, n); break;
-    case EW_RELU_GRAD: kt_relu_grad(j->y + lo, j->x + lo, j->mask + lo, n); break;
-    default: kt_relu_mask(j->y + lo, j->mask + lo, n); break;
+    default: kt_relu_grad(j->y + lo, j->x + lo, j->mask + lo, n); break;
     }
 }
 
@@ -962,8 +962,9 @@ const float *kt_resnet_activation(const kt_resnet *r, int p)
 
 /* ---------------------------------------------------------- backward */
 
-/* dy is the gradient at the unit's BN output (any ReLU already applied by
- * the caller). dc (scratch, the size of u->c) receives the gradient at the
+/* dy is the gradient at the unit's output: after its ReLU when it has one
+ * (u->relu; the BN backward masks it), else at the BN's output. dc
+ * (scratch, the size of u->c) receives the gradient at the
  * conv output; dx (may be NULL) accumulates the gradient at the input x, or
  * is overwritten when zero_dx (then dx may alias dy: dy is consumed first). */
 static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float *dy,
@@ -973,8 +974,8 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     int64_t m = (int64_t)n * s.ho * s.wo;
     bn_job j = {u, NULL, dc, dy, m, 1};
     par_for(r, bn_bwd_range, &j, s.cout, 1);
-    if (dx && zero_dx) ew(r, EW_ZERO, dx, NULL, NULL, (int64_t)s.cin * n * s.h * s.w);
     if (!u->wino) {
+        if (dx && zero_dx) ew(r, EW_ZERO, dx, NULL, NULL, (int64_t)s.cin * n * s.h * s.w);
         kt_conv_backward(dx, u->dw, u->db, r->work, dc, x, u->w, &s);
         return;
     }
@@ -987,7 +988,7 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     kt_conv_shape ts = s;
     ts.cin = s.cout, ts.cout = s.cin;
     kt_conv_wino_weights(r->wu, u->w, &s, 1);
-    kt_conv_wino_forward(dx, r->work, dc, r->wu, NULL, &ts, KT_CONV_ADD);
+    kt_conv_wino_forward(dx, r->work, dc, r->wu, NULL, &ts, zero_dx ? 0 : KT_CONV_ADD);
 }
 
 /* out = relu(main(x) + shortcut(x)): the masked gradient feeds both paths;
@@ -1009,7 +1010,6 @@ static void block_bwd(kt_resnet *r, block *b, float *dx, const float *g, const f
         unit *u = &b->u[i];
         const float *ux = b->u[i - 1].y;
         unit_bwd(r, u, r->SW1, 1, gu, ux, n, i == b->nconv - 1 ? r->SC2 : r->SW2);
-        ew(r, EW_RELU_MASK, r->SW1, NULL, ux, (int64_t)b->u[i - 1].s.cout * n * u->s.h * u->s.w);
         gu = r->SW1;
     }
     /* dx already holds the shortcut's gradient: accumulate. */
@@ -1056,7 +1056,6 @@ void kt_resnet_backward(kt_resnet *r, const float *dout, int n)
         ew(r, EW_ZERO, r->SC1, NULL, NULL, m);
         pool_job j = {r, g, r->SC1, n, s.ho, s.wo, 1};
         par_for(r, pool_range, &j, s.cout, 1);
-        ew(r, EW_RELU_MASK, r->SC1, NULL, u->y, m);
         unit_bwd(r, u, NULL, 0, r->SC1, r->input, n, r->SC2);
     }
 }
