@@ -557,14 +557,19 @@ static void wino_in_range(const void *arg, int64_t c0, int64_t c1)
     const wino_geom *g = j->g;
     const size_t ldx = (size_t)s->cin * g->ld;
     for (int64_t ci = c0; ci < c1; ci++) {
+        /* Input row y (from -1) lives in padded row (y+1) % 4, so a tile row
+         * that follows the one before it in the same image finds its top
+         * two rows (that one's bottom two) in place and copies two. */
         float *pb = j->pin + (size_t)ci * 4 * g->pw;
-        const float *p[4] = {pb, pb + g->pw, pb + 2 * g->pw, pb + 3 * g->pw};
         for (int r = 0; r < j->nr; r++) {
             int img = (j->r0 + r) / g->th, ty = (j->r0 + r) % g->th;
             const float *plane = j->in + ((size_t)ci * s->n + img) * s->h * s->w;
+            const float *p[4];
             for (int k = 0; k < 4; k++) { /* input row 2ty-1+k, column x at [x+1] */
-                float *q = pb + k * g->pw;
                 int y = 2 * ty - 1 + k;
+                float *q = pb + (size_t)((y + 1) % 4) * g->pw;
+                p[k] = q;
+                if (k < 2 && r > 0 && ty > 0) continue;
                 if (y < 0 || y >= s->h) {
                     memset(q, 0, sizeof(float) * g->pw);
                     continue;
