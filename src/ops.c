@@ -68,6 +68,7 @@ static inline float srelu(float v) { return v > 0.0f || v != v ? v : 0.0f; }
 static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
 #define VL 16
 #define VK(f) f##_avx512
 #define VATTR __attribute__((target("avx512f")))
