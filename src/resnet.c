@@ -34,12 +34,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "blas.h"
 #include "ops.h"
 
 #define BN_MOMENTUM 0.1f /* torchvision's default */
 #define KT_LANE_PIXELS (4.0 * 224 * 224) /* input pixels per lane chunk */
+#define KT_SPIN_NS 100000 /* the pool spins this long before it sleeps */
 
 typedef struct {
     const kt_conv_desc *cd;
@@ -109,6 +111,7 @@ struct kt_resnet {
     pthread_cond_t go, done;
     atomic_int gen, ndone, quit; /* job generation, workers finished with it */
     atomic_int sleepers, waiting; /* workers asleep on go; caller asleep on done */
+    int64_t spin_ns;        /* how long a waiting side spins before it sleeps */
     int nthreads_started;
     int nthr;               /* threads of the pool (lanes[0] is the caller) */
     int job_kind;           /* 0: frozen lanes, 1: par_for ranges */
@@ -306,6 +309,8 @@ kt_status kt_resnet_init(kt_resnet **out, const kt_arch *a, const kt_resnet_plan
     const int B = r->plan.batch, F = r->plan.freeze, T = r->plan.stop;
     int oom = 0;
     r->nthr = kt_blas_threads() > 1 ? kt_blas_threads() : 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    r->spin_ns = cpus < 1 || r->nthr <= cpus ? KT_SPIN_NS : 0;
     r->nlanes = F >= 1 ? (r->nthr < B ? r->nthr : B) : 1;
     /* A lane runs its images in chunks of at most lane_b: a few 224x224
      * images keep each GEMM's operands near the caches (layer1's 1x1 convs
@@ -646,12 +651,12 @@ static void run_job(lane *L)
  * side of each job, and the wake-up is slow in this VM (perf: 6% of training
  * in the kernel's futex path, plus the idle wait it does not show). So both
  * sides first spin on the atomic counters for up to KT_SPIN_NS, and sleep
- * only when nothing comes: between steps, while data loads. A sleeper is
+ * only when nothing comes: between steps, while data loads. With more
+ * threads than CPUs (--threads above the core count) a spinner would hold
+ * the CPU the thread it waits for needs, so then nobody spins (spin_ns 0). A sleeper is
  * counted (sleepers, waiting) before it re-checks under the mutex, and the
  * other side reads the count after its own update: with sequentially
  * consistent atomics one of the two sees the other, so no wake-up is lost. */
-#define KT_SPIN_NS 100000
-
 static void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -668,13 +673,13 @@ static int64_t now_ns(void)
 
 /* Spins until *v satisfies (*v != seen) when ne, (*v >= seen) otherwise;
  * returns 0 when the time ran out first. */
-static int spin_until(atomic_int *v, int seen, int ne)
+static int spin_until(atomic_int *v, int seen, int ne, int64_t spin_ns)
 {
     int64_t t0 = now_ns();
     for (int i = 1;; i++) {
         int x = atomic_load(v);
         if (ne ? x != seen : x >= seen) return 1;
-        if (i % 64 == 0 && now_ns() - t0 > KT_SPIN_NS) return 0;
+        if (i % 64 == 0 && now_ns() - t0 > spin_ns) return 0;
         cpu_relax();
     }
 }
@@ -690,7 +695,7 @@ static void dispatch(kt_resnet *r)
         pthread_mutex_unlock(&r->mu);
     }
     run_job(&r->lanes[0]);
-    if (spin_until(&r->ndone, r->nthr - 1, 0)) return;
+    if (spin_until(&r->ndone, r->nthr - 1, 0, r->spin_ns)) return;
     pthread_mutex_lock(&r->mu);
     atomic_store(&r->waiting, 1);
     while (atomic_load(&r->ndone) < r->nthr - 1) pthread_cond_wait(&r->done, &r->mu);
@@ -719,7 +724,7 @@ static void *lane_main(void *arg)
     kt_resnet *r = L->r;
     int seen = 0;
     for (;;) {
-        if (!spin_until(&r->gen, seen, 1)) {
+        if (!spin_until(&r->gen, seen, 1, r->spin_ns)) {
             pthread_mutex_lock(&r->mu);
             atomic_fetch_add(&r->sleepers, 1);
             while (atomic_load(&r->gen) == seen) pthread_cond_wait(&r->go, &r->mu);
