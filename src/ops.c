@@ -121,6 +121,7 @@ VK_PICK(vk_relu_grad);
 VK_PICK(vk_gather2);
 VK_PICK(vk_add);
 VK_PICK(vk_vmax3);
+VK_PICK(vk_maxpool_arg);
 VK_PICK(vk_wino_in);
 VK_PICK(vk_wino_out);
 VK_PICK(vk_wino_dout);
@@ -894,15 +895,43 @@ static void maxpool_3x3s2(float *out, const float *in, size_t planes, int h, int
     }
 }
 
+/* The 3x3 stride-2 pad-1 pool with its argmax (a trainable stem), a row of
+ * outputs at a time in vectors; rows padded with -inf in t (3 rows of tw). */
+static void maxpool_3x3s2_arg(float *out, int32_t *argmax, const float *in, size_t planes,
+                              int h, int w, int ho, int wo, float *t, size_t tw)
+{
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = in + p * h * w;
+        for (int oy = 0; oy < ho; oy++) {
+            const float *q[3];
+            int32_t ry[3];
+            for (int k = 0; k < 3; k++) {
+                int y = 2 * oy - 1 + k;
+                float *r = t + k * tw;
+                for (size_t x = 0; x < tw; x++) r[x] = -INFINITY;
+                if (y >= 0 && y < h) memcpy(r + 1, src + (size_t)y * w, sizeof(float) * w);
+                q[k] = r, ry[k] = y * w;
+            }
+            int32_t first = (2 * oy - 1 > 0 ? 2 * oy - 1 : 0) * w;
+            vk_maxpool_arg(out + (p * ho + oy) * wo, argmax + (p * ho + oy) * wo, q, ry, first,
+                           (size_t)wo);
+        }
+    }
+}
+
 /* Taps in the padding are skipped (never win), as torch's max pool does. A
  * strictly greater value replaces the max, so ties keep the first tap, and a
  * NaN wins and sticks, which is torch's rule too. */
 void kt_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int n, int h, int w,
                         int k, int stride, int pad, int ho, int wo)
 {
-    float row[1024];
-    if (!argmax && k == 3 && stride == 2 && pad == 1 && w <= 1024) {
-        maxpool_3x3s2(out, in, (size_t)c * n, h, w, ho, wo, row);
+    float row[3 * 1056];
+    if (k == 3 && stride == 2 && pad == 1 && w <= 1024) {
+        if (argmax) /* rows of 2*ceil(wo/16)*16 + 2 floats, what vk_maxpool_arg reads */
+            maxpool_3x3s2_arg(out, argmax, in, (size_t)c * n, h, w, ho, wo, row,
+                              2 * (size_t)((wo + 15) / 16) * 16 + 2);
+        else
+            maxpool_3x3s2(out, in, (size_t)c * n, h, w, ho, wo, row);
         return;
     }
     const size_t planes = (size_t)c * n;

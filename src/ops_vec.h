@@ -189,6 +189,47 @@ VATTR static void VK(vk_vmax3)(float *t, const float *r0, const float *r1, const
     for (; i < n; i++) t[i] = nmax(r2 ? r2[i] : r0[i], nmax(r1 ? r1[i] : r0[i], r0[i]));
 }
 
+/* One output row of a 3x3 stride-2 pad-1 max pool with its argmax, by the
+ * scalar loop's rules (kt_maxpool_forward): taps in order, a strictly
+ * greater value or the first NaN wins, and nothing replaces a NaN. q[k] is
+ * input row 2oy-1+k padded with -inf (q[k][x+1] = row[x]; a row outside the
+ * map is all -inf, which never wins), readable up to 2*ceil(wo/VL)*VL + 2;
+ * ry[k] is that row's offset in the plane and first the offset of the first
+ * real row: a window of -inf values only points at its first real tap, as
+ * in the scalar loop. The stride-2 taps are even and odd lanes of two loads, as in
+ * vk_wino_in. */
+VATTR static void VK(vk_maxpool_arg)(float *out, int32_t *am, const float *const q[3],
+                                     const int32_t ry[3], int32_t first, size_t wo)
+{
+    vi ev, od, x2;
+    for (int j = 0; j < VL; j++) ev[j] = 2 * j, od[j] = 2 * j + 1, x2[j] = 2 * j;
+    for (size_t i = 0; i < wo; i += VL) {
+        vf best = (vf){0} - INFINITY;
+        vi x0 = x2 + (int32_t)(2 * i) - 1; /* column of tap kx = 0 */
+        vi idx = x0 + first;
+        if (i == 0) idx[0] = first; /* column -1 is padding: column 0 is the first real tap */
+        for (int k = 0; k < 3; k++) {
+            const float *r = q[k] + 2 * i;
+            vf a = *(const vf *)r, b = *(const vf *)(r + VL);
+            vf c = *(const vf *)(r + 2), d = *(const vf *)(r + 2 + VL);
+            vf t[3] = {__builtin_shuffle(a, b, ev), __builtin_shuffle(a, b, od),
+                       __builtin_shuffle(c, d, ev)};
+            for (int kx = 0; kx < 3; kx++) {
+                vf v = t[kx];
+                vi take = ((v > best) | (v != v)) & (best == best);
+                best = (vf)(((vi)v & take) | ((vi)best & ~take));
+                idx = ((x0 + kx + ry[k]) & take) | (idx & ~take);
+            }
+        }
+        if (i + VL <= wo) {
+            *(vf *)(out + i) = best;
+            *(vi *)(am + i) = idx;
+        } else {
+            for (size_t j = 0; i + j < wo; j++) out[i + j] = best[j], am[i + j] = idx[j];
+        }
+    }
+}
+
 /* Winograd F(2x2, 3x3) input transform of one row of tiles (see ops.c):
  * p[r][2t + c] is tap (r, c) of tile t's 4x4 input patch, and row xi = 4i+j
  * of v (rows ldx apart) gets element (i, j) of B^T d B. Whole vectors only:

@@ -720,7 +720,7 @@ static void test_pools(void)
             }
     CHECK(bad == 0 && q.ho == 4 && q.wo == 3, "maxpool 3x3/2 pad 1 fwd vs reference (%d wrong)",
           bad);
-    /* The 3x3/2 fast path (no argmax) gives the general loop's values, NaN
+    /* The 3x3/2 fast path (no argmax) gives the argmax path's values, NaN
      * included, on odd and even sizes. */
     int same = 1;
     for (int hw = 0; hw < 4; hw++) {
@@ -734,7 +734,42 @@ static void test_pools(void)
         for (int64_t i = 0; i < no; i++) same &= o1[i] == o2[i] || (isnan(o1[i]) && isnan(o2[i]));
         free(x), free(o1), free(o2), free(am);
     }
-    CHECK(same, "maxpool 3x3/2 fast path (no argmax) equals the general loop, NaN included");
+    CHECK(same, "maxpool 3x3/2 fast path (no argmax) equals the argmax path, NaN included");
+    /* The 3x3/2 pool with argmax (vectors of outputs) against the scalar
+     * rules: taps in order, strictly greater or the first NaN wins, a NaN
+     * sticks, a window of -inf points at its first real tap. Few distinct
+     * values, so ties are everywhere; widths give whole vectors and tails. */
+    int wrong = 0;
+    for (int hw = 0; hw < 5; hw++) {
+        int hh = 5 + hw, ww = 3 + 17 * hw, pho = (hh - 1) / 2 + 1, pwo = (ww - 1) / 2 + 1;
+        int64_t np = 3, ni = np * hh * ww, no = np * pho * pwo;
+        float *x = zero_buf(ni), *o = zero_buf(no);
+        int32_t *am = malloc(sizeof(int32_t) * no);
+        for (int64_t i = 0; i < ni; i++) x[i] = (float)((i * 7 + hw) % 4) - 1.0f;
+        x[(3 * hw + 2) % ni] = NAN, x[(5 * hw + 11) % ni] = NAN;
+        for (int64_t i = 0; i < ni; i += 5) x[i] = -INFINITY;
+        for (int i = 0; i < ww && i < 6; i++) x[i] = x[ww + i] = -INFINITY; /* -inf windows */
+        x[2 * ww + 2] = x[2 * ww + 3] = NAN; /* two NaNs in one window: the first sticks */
+        kt_maxpool_forward(o, am, x, 1, (int)np, hh, ww, 3, 2, 1, pho, pwo);
+        for (int64_t p = 0; p < np; p++)
+            for (int oy = 0; oy < pho; oy++)
+                for (int ox = 0; ox < pwo; ox++) {
+                    const float *pl = x + p * hh * ww;
+                    int y0 = oy * 2 - 1 > 0 ? oy * 2 - 1 : 0, x0 = ox * 2 - 1 > 0 ? ox * 2 - 1 : 0;
+                    float best = -INFINITY;
+                    int32_t bi = y0 * ww + x0;
+                    for (int y = oy * 2 - 1; y < oy * 2 + 2 && !isnan(best); y++)
+                        for (int xx = ox * 2 - 1; xx < ox * 2 + 2 && !isnan(best); xx++)
+                            if (y >= 0 && y < hh && xx >= 0 && xx < ww &&
+                                (pl[y * ww + xx] > best || isnan(pl[y * ww + xx])))
+                                best = pl[y * ww + xx], bi = y * ww + xx;
+                    int64_t i = (p * pho + oy) * pwo + ox;
+                    wrong += am[i] != bi || !(o[i] == best || (isnan(o[i]) && isnan(best)));
+                }
+        free(x), free(o), free(am);
+    }
+    CHECK(wrong == 0, "maxpool 3x3/2 with argmax: values and argmax by the scalar rules, "
+                      "ties, NaN and -inf windows included (%d wrong)", wrong);
     float *din = zero_buf(nin);
     fill(din, nin, 0.5f);
     kt_maxpool_backward(din, q.r, q.am, q.c, q.n, q.h, q.w, q.ho, q.wo);
