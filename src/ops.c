@@ -92,8 +92,7 @@ static inline float nmax(float a, float b) { return a > b || a != a ? a : b; }
 #undef VATTR
 
 /* The resolver runs while the dynamic linker relocates kt, before main and
- * before any constructor: __builtin_cpu_init must come first there, and
- * nothing in them may be instrumented by a sanitizer (not yet running).
+ * before any constructor: __builtin_cpu_init must come first there.
  * KT_OPS_ISA (2 = AVX2, 1 = baseline) caps the choice at build time, so the
  * test suite can check every copy on one machine (Makefile: t_ops_isa*). */
 #ifndef KT_OPS_ISA
@@ -640,7 +639,8 @@ static void wino_dout_range(const void *arg, int64_t c0, int64_t c1)
     const wino_job *j = arg;
     const kt_conv_shape *s = j->s;
     const wino_geom *g = j->g;
-    const size_t ldx = (size_t)s->cout * g->ld, rw = 2 * (size_t)g->twp; /* what vk_wino_dout reads */
+    /* rw: the row length vk_wino_dout reads */
+    const size_t ldx = (size_t)s->cout * g->ld, rw = 2 * (size_t)g->twp;
     for (int64_t co = c0; co < c1; co++) {
         float *q0 = j->pin + (size_t)co * 3 * g->pw, *q1 = q0 + g->pw, *z = q1 + g->pw;
         memset(z, 0, sizeof(float) * rw);
@@ -660,24 +660,13 @@ static void wino_dout_range(const void *arg, int64_t c0, int64_t c1)
     }
 }
 
-void kt_conv_wino_weight_grad(float *dw, float *du, float *work, const float *dout,
-                              const float *in, const kt_conv_shape *s)
+/* dW += G^T dU G for kernels [lo, hi) of the cout*cin. */
+static void wino_dw_range(const void *arg, int64_t lo, int64_t hi)
 {
-    assert(kt_conv_wino_ok(s));
-    const wino_geom g = wino_geometry(s);
-    float *V = work, *M = V + 16 * (size_t)s->cin * g.ld;
-    float *pin = M + 16 * (size_t)s->cout * g.ld;
-    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .in = in, .dout = dout};
-    const size_t plane = (size_t)s->cout * s->cin;
-    for (j.r0 = 0; j.r0 < g.rows; j.r0 += g.rc) {
-        j.nr = g.rows - j.r0 < g.rc ? g.rows - j.r0 : g.rc;
-        run_range(s, wino_in_range, &j, s->cin);
-        run_range(s, wino_dout_range, &j, s->cout);
-        gemm_batch(s, CblasNoTrans, CblasTrans, s->cout, s->cin, j.nr * g.tw, M, (int)g.ld,
-                   (size_t)s->cout * g.ld, V, (int)g.ld, (size_t)s->cin * g.ld,
-                   j.r0 ? 1.0f : 0.0f, du, s->cin, plane, 16);
-    }
-    for (size_t oc = 0; oc < plane; oc++) { /* dW += G^T dU G */
+    const wino_w_job *j = arg;
+    const float *du = j->w;
+    const size_t plane = (size_t)j->cout * j->cin;
+    for (size_t oc = (size_t)lo; oc < (size_t)hi; oc++) {
         float t[3][4];
         for (int c = 0; c < 4; c++) {
             float u0 = du[c * plane + oc], u1 = du[(4 + c) * plane + oc];
@@ -686,13 +675,42 @@ void kt_conv_wino_weight_grad(float *dw, float *du, float *work, const float *do
             t[1][c] = 0.5f * (u1 - u2);
             t[2][c] = 0.5f * (u1 + u2) + u3;
         }
-        float *d = dw + oc * 9;
+        float *d = j->u + oc * 9;
         for (int a = 0; a < 3; a++) {
             d[3 * a] += t[a][0] + 0.5f * (t[a][1] + t[a][2]);
             d[3 * a + 1] += 0.5f * (t[a][1] - t[a][2]);
             d[3 * a + 2] += 0.5f * (t[a][1] + t[a][2]) + t[a][3];
         }
     }
+}
+
+/* dbias[c] += the sum of output channel c's gradient. */
+static void bias_grad(float *dbias, const float *dout, const kt_conv_shape *s)
+{
+    const size_t P = (size_t)s->ho * s->wo * s->n;
+    for (int c = 0; c < s->cout; c++) dbias[c] += (float)vk_sum(dout + c * P, P, 0.0f, NULL);
+}
+
+void kt_conv_wino_weight_grad(float *dw, float *dbias, float *du, float *work, const float *dout,
+                              const float *in, const kt_conv_shape *s)
+{
+    assert(kt_conv_wino_ok(s));
+    const wino_geom g = wino_geometry(s);
+    float *V = work, *M = V + 16 * (size_t)s->cin * g.ld;
+    float *pin = M + 16 * (size_t)s->cout * g.ld;
+    wino_job j = {.s = s, .g = &g, .V = V, .M = M, .pin = pin, .in = in, .dout = dout};
+    const size_t plane = (size_t)s->cout * s->cin;
+    if (dbias) bias_grad(dbias, dout, s);
+    for (j.r0 = 0; j.r0 < g.rows; j.r0 += g.rc) {
+        j.nr = g.rows - j.r0 < g.rc ? g.rows - j.r0 : g.rc;
+        run_range(s, wino_in_range, &j, s->cin);
+        run_range(s, wino_dout_range, &j, s->cout);
+        gemm_batch(s, CblasNoTrans, CblasTrans, s->cout, s->cin, j.nr * g.tw, M, (int)g.ld,
+                   (size_t)s->cout * g.ld, V, (int)g.ld, (size_t)s->cin * g.ld,
+                   j.r0 ? 1.0f : 0.0f, du, s->cin, plane, 16);
+    }
+    wino_w_job b = {dw, du, s->cout, s->cin, 0}; /* u: dW, w: dU */
+    run_range(s, wino_dw_range, &b, (int64_t)plane);
 }
 
 /* With col = im2col(in) and out = W col:
@@ -705,9 +723,7 @@ void kt_conv_backward(float *din, float *dw, float *dbias, float *work, const fl
 {
     const int kk = s->cin * s->k * s->k;
     const size_t oplane = (size_t)s->ho * s->wo, P = oplane * s->n;
-    if (dbias) {
-        for (int c = 0; c < s->cout; c++) dbias[c] += (float)vk_sum(dout + c * P, P, 0.0f, NULL);
-    }
+    if (dbias) bias_grad(dbias, dout, s);
     if (conv_is_direct(s)) {
         if (dw)
             gemm(s, CblasNoTrans, CblasTrans, s->cout, kk, (int)P, dout, (int)P, in, (int)P, 1.0f,
@@ -841,7 +857,6 @@ void kt_relu_backward(float *din, const float *dout, const float *out, int64_t n
     vk_relu_grad(din, dout, out, (size_t)n, 1);
 }
 
-
 void kt_relu_grad(float *din, const float *dout, const float *out, int64_t n)
 {
     vk_relu_grad(din, dout, out, (size_t)n, 0);
@@ -908,8 +923,13 @@ static void maxpool_3x3s2_arg(float *out, int32_t *argmax, const float *in, size
             for (int k = 0; k < 3; k++) {
                 int y = 2 * oy - 1 + k;
                 float *r = t + k * tw;
-                for (size_t x = 0; x < tw; x++) r[x] = -INFINITY;
-                if (y >= 0 && y < h) memcpy(r + 1, src + (size_t)y * w, sizeof(float) * w);
+                size_t x = 0;
+                if (y >= 0 && y < h) {
+                    r[0] = -INFINITY;
+                    memcpy(r + 1, src + (size_t)y * w, sizeof(float) * w);
+                    x = (size_t)w + 1;
+                }
+                for (; x < tw; x++) r[x] = -INFINITY;
                 q[k] = r, ry[k] = y * w;
             }
             int32_t first = (2 * oy - 1 > 0 ? 2 * oy - 1 : 0) * w;

@@ -73,9 +73,11 @@ void kt_conv_wino_forward(float *out /* [cout][n][h][w] */, float *work,
                           const float *in /* [cin][n][h][w] */,
                           const float *u /* [16][cout][cin] */, const float *bias /* [cout] */,
                           const kt_conv_shape *s, int flags);
-/* dw += the weight gradient of the same conv, as kt_conv_backward's, through
- * 16 GEMMs in the Winograd domain; du is scratch [16][cout][cin]. */
-void kt_conv_wino_weight_grad(float *dw /* [cout][cin][3][3] */, float *du, float *work,
+/* dw (and dbias, may be NULL) += the weight gradients of the same conv, as
+ * kt_conv_backward's, through 16 GEMMs in the Winograd domain; du is
+ * scratch [16][cout][cin]. */
+void kt_conv_wino_weight_grad(float *dw /* [cout][cin][3][3] */, float *dbias /* [cout] */,
+                              float *du, float *work,
                               const float *dout /* [cout][n][h][w] */,
                               const float *in /* [cin][n][h][w] */, const kt_conv_shape *s);
 
@@ -93,7 +95,7 @@ void kt_bn_train_forward(float *out /* [c][m] */, float *save_mean /* [c] */,
  * accumulated. relu_out, when not NULL, is the output of a ReLU applied to
  * this BN's output: dout then counts only where relu_out > 0. */
 void kt_bn_train_backward(float *din /* [c][m] or NULL */, float *dgamma, float *dbeta,
-                          const float *dout /* [c][m] */, const float *relu_out /* [c][m] */,
+                          const float *dout /* [c][m] */, const float *relu_out /* [c][m] or NULL */,
                           const float *in /* [c][m] */, const float *save_mean,
                           const float *save_rstd, const float *gamma, int c, int64_t m, int acc);
 /* Eval mode: out = in*scale[c] + shift[c] (scale, shift precomputed from the

@@ -196,16 +196,16 @@ VATTR static void VK(vk_vmax3)(float *t, const float *r0, const float *r1, const
  * map is all -inf, which never wins), readable up to 2*ceil(wo/VL)*VL + 2;
  * ry[k] is that row's offset in the plane and first the offset of the first
  * real row: a window of -inf values only points at its first real tap, as
- * in the scalar loop. The stride-2 taps are even and odd lanes of two loads, as in
- * vk_wino_in. */
+ * in the scalar loop. The stride-2 taps are even and odd lanes of two
+ * loads, as in vk_wino_in. */
 VATTR static void VK(vk_maxpool_arg)(float *out, int32_t *am, const float *const q[3],
                                      const int32_t ry[3], int32_t first, size_t wo)
 {
-    vi ev, od, x2;
-    for (int j = 0; j < VL; j++) ev[j] = 2 * j, od[j] = 2 * j + 1, x2[j] = 2 * j;
+    vi ev, od;
+    for (int j = 0; j < VL; j++) ev[j] = 2 * j, od[j] = 2 * j + 1;
     for (size_t i = 0; i < wo; i += VL) {
         vf best = (vf){0} - INFINITY;
-        vi x0 = x2 + (int32_t)(2 * i) - 1; /* column of tap kx = 0 */
+        vi x0 = ev + (int32_t)(2 * i) - 1; /* column of tap kx = 0 */
         vi idx = x0 + first;
         if (i == 0) idx[0] = first; /* column -1 is padding: column 0 is the first real tap */
         for (int k = 0; k < 3; k++) {

@@ -653,10 +653,11 @@ static void run_job(lane *L)
  * sides first spin on the atomic counters for up to KT_SPIN_NS, and sleep
  * only when nothing comes: between steps, while data loads. With more
  * threads than CPUs (--threads above the core count) a spinner would hold
- * the CPU the thread it waits for needs, so then nobody spins (spin_ns 0). A sleeper is
- * counted (sleepers, waiting) before it re-checks under the mutex, and the
- * other side reads the count after its own update: with sequentially
- * consistent atomics one of the two sees the other, so no wake-up is lost. */
+ * the CPU the thread it waits for needs, so then nobody spins (spin_ns 0).
+ * A sleeper is counted (sleepers, waiting) before it re-checks under the
+ * mutex, and the other side reads the count after its own update: with
+ * sequentially consistent atomics one of the two sees the other, so no
+ * wake-up is lost. */
 static void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -987,8 +988,7 @@ static void unit_bwd(kt_resnet *r, unit *u, float *dx, int zero_dx, const float 
     /* Winograd: the weight gradient in its domain (r->wu as scratch), and
      * the input gradient as the same kind of conv of dc, with the kernels
      * flipped and cin/cout swapped. */
-    kt_conv_backward(NULL, NULL, u->db, r->work, dc, x, u->w, &s);
-    kt_conv_wino_weight_grad(u->dw, r->wu, r->work, dc, x, &s);
+    kt_conv_wino_weight_grad(u->dw, u->db, r->wu, r->work, dc, x, &s);
     if (!dx) return;
     kt_conv_shape ts = s;
     ts.cin = s.cout, ts.cout = s.cin;

@@ -371,20 +371,26 @@ static void check_wino(const conv_case *c)
     /* the weight gradient in the Winograd domain, accumulated, serial and on
      * the stand-in pool */
     float *dw = zero_buf(nw), *du = zero_buf(16 * (int64_t)s.cout * s.cin);
+    float *db = zero_buf(s.cout);
+    double *rdb = calloc((size_t)s.cout, sizeof(double));
+    for (int o = 0; o < s.cout; o++)
+        for (int64_t i = 0; i < nout / s.cout; i++) rdb[o] += dout[o * (nout / s.cout) + i];
     for (int v = 0; v < 2; v++) {
         s.par = v ? fake_par : NULL;
-        fill(dw, nw, 0.5f);
-        kt_conv_wino_weight_grad(dw, du, work, dout, in, &s);
-        unfill(dw, nw, 0.5f);
+        fill(dw, nw, 0.5f), fill(db, s.cout, 0.5f);
+        kt_conv_wino_weight_grad(dw, db, du, work, dout, in, &s);
+        unfill(dw, nw, 0.5f), unfill(db, s.cout, 0.5f);
         e = max_rel_diff(dw, rdw, nw);
-        CHECK(e < 1e-5, "winograd weight gradient %s%s: max err %.2e", c->what,
-              v ? " with a thread pool" : "", e);
+        double eb = max_rel_diff(db, rdb, s.cout);
+        CHECK(e < 1e-5 && eb < 1e-5, "winograd weight and bias gradients %s%s: max err %.2e, %.2e",
+              c->what, v ? " with a thread pool" : "", e, eb);
     }
+    free(db), free(rdb);
     if (nw <= 4096) { /* and against finite differences of the Winograd forward */
         wino_ctx x = {s, in, u, out, work, dout, w};
         x.s.par = NULL;
         memset(dw, 0, sizeof(float) * nw);
-        kt_conv_wino_weight_grad(dw, du, work, dout, in, &x.s);
+        kt_conv_wino_weight_grad(dw, NULL, du, work, dout, in, &x.s);
         double ef = fd_relerr(wino_w_loss, &x, w, dw, nw, 1e-2f);
         CHECK(ef < 1e-3, "winograd weight gradient fd %s: %.2e", c->what, ef);
     }
