@@ -776,6 +776,35 @@ static void test_pools(void)
     }
     CHECK(wrong == 0, "maxpool 3x3/2 with argmax: values and argmax by the scalar rules, "
                       "ties, NaN and -inf windows included (%d wrong)", wrong);
+    /* Other shapes take the general loop (ResNet has none): 2x2/2 pad 0 and
+     * 3x3/1 pad 1 against the same rules. */
+    int gwrong = 0;
+    static const int shp[2][3] = {{2, 2, 0}, {3, 1, 1}};
+    for (int sidx = 0; sidx < 2; sidx++) {
+        int kk = shp[sidx][0], st = shp[sidx][1], pd = shp[sidx][2], hh = 7, ww = 9;
+        int pho = (hh + 2 * pd - kk) / st + 1, pwo = (ww + 2 * pd - kk) / st + 1;
+        float *x = zero_buf(hh * ww), *o = zero_buf(pho * pwo);
+        int32_t *am = malloc(sizeof(int32_t) * pho * pwo);
+        for (int i = 0; i < hh * ww; i++) x[i] = (float)((i * 5) % 3);
+        x[20] = x[21] = NAN;
+        kt_maxpool_forward(o, am, x, 1, 1, hh, ww, kk, st, pd, pho, pwo);
+        for (int oy = 0; oy < pho; oy++)
+            for (int ox = 0; ox < pwo; ox++) {
+                int y0 = oy * st - pd > 0 ? oy * st - pd : 0, x0 = ox * st - pd > 0 ? ox * st - pd : 0;
+                float best = -INFINITY;
+                int32_t bi = y0 * ww + x0;
+                for (int y = oy * st - pd; y < oy * st - pd + kk && !isnan(best); y++)
+                    for (int xx = ox * st - pd; xx < ox * st - pd + kk && !isnan(best); xx++)
+                        if (y >= 0 && y < hh && xx >= 0 && xx < ww &&
+                            (x[y * ww + xx] > best || isnan(x[y * ww + xx])))
+                            best = x[y * ww + xx], bi = y * ww + xx;
+                int i = oy * pwo + ox;
+                gwrong += am[i] != bi || !(o[i] == best || (isnan(o[i]) && isnan(best)));
+            }
+        free(x), free(o), free(am);
+    }
+    CHECK(gwrong == 0, "maxpool 2x2/2 and 3x3/1 (the general loop) with argmax by the same rules "
+                       "(%d wrong)", gwrong);
     float *din = zero_buf(nin);
     fill(din, nin, 0.5f);
     kt_maxpool_backward(din, q.r, q.am, q.c, q.n, q.h, q.w, q.ho, q.wo);
