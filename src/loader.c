@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -145,6 +146,12 @@ static void *work(void *arg)
 {
     worker *w = arg;
     kt_loader *l = w->l;
+    /* Decoding runs at the lowest priority (on Linux, per thread): the
+     * network's threads split every op evenly and wait for each other, so
+     * a decode that preempts one of them idles the rest. At nice 19 the
+     * decodes fill the CPUs' idle moments instead, and when the prefetched
+     * batches run out the network's threads sleep and give way. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->stop && (l->claim_seq >= l->end || l->claim_seq >= l->released + l->nslots))
