@@ -337,6 +337,8 @@ static kt_status build_model(trainer *t, kt_err *err)
         oc.momentum = 0, oc.nesterov = 0;
     if ((st = kt_optim_init(&t->opt, &oc, t->params, t->nparams, err)) != KT_OK)
         return kt_err_prefix(err, "train.optimizer");
+    if (t->net)
+        kt_optim_set_par(t->opt, kt_resnet_par, t->net);
     if ((st = kt_ckpt_init(&t->ckpt, t->arch, t->w, t->net, t->head, t->opt, err)) != KT_OK)
         return st;
 
@@ -926,8 +928,7 @@ static kt_status train_step(trainer *t, const kt_batch *b, double *lr, kt_err *e
 {
     const kt_spec *s = &t->spec;
     int n = b->n;
-    for (int i = 0; i < t->nparams; i++)
-        memset(t->params[i]->grad, 0, sizeof(float) * (size_t)t->params[i]->numel);
+    kt_optim_zero_grad(t->opt);
     const float *f = features(t, b, t->backbone);
     const float *lg = kt_head_forward(t->head, f, n, 1, s->train.seed, t->step);
     double loss = kt_softmax_ce(t->dlogits, lg, b->labels, t->class_w,
@@ -1023,6 +1024,7 @@ static kt_status finish(trainer *t, kt_err *err)
     /* Training is over: release the network and the caches before mapping the
      * checkpoint back, so the check does not add to the run's peak memory. */
     kt_ckpt_free(t->ckpt), t->ckpt = NULL;
+    if (t->opt) kt_optim_set_par(t->opt, NULL, NULL); /* its pool was the net's threads */
     kt_resnet_free(t->net), t->net = NULL;
     kt_cache_free(t->cache), t->cache = NULL;
     kt_cache_free(t->val_cache), t->val_cache = NULL;

@@ -47,6 +47,16 @@ void kt_optim_free(kt_optim *o);
 /* One update of every parameter from its grad, at learning rate lr (from
  * kt_schedule_lr); increments t. Grads are read, not cleared. */
 void kt_optim_step(kt_optim *o, double lr);
+/* Zeroes every parameter's grad (before a backward, which accumulates). */
+void kt_optim_zero_grad(kt_optim *o);
+
+/* A thread pool for kt_optim_step and kt_optim_zero_grad, with
+ * kt_conv_shape.par's contract: par(ctx, fn, arg, count) calls fn(arg, lo,
+ * hi) over a split of [0, count) and returns when every part is done.
+ * The results do not depend on the split. NULL (the default): serial. */
+typedef void (*kt_optim_par)(void *ctx, void (*fn)(const void *arg, int64_t lo, int64_t hi),
+                             const void *arg, int64_t count);
+void kt_optim_set_par(kt_optim *o, kt_optim_par par, void *ctx);
 
 kt_optim_name kt_optim_kind(const kt_optim *o);
 

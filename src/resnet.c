@@ -82,7 +82,7 @@ typedef struct {
  * runs on all cores, where splitting each GEMM would parallelise only the
  * GEMMs (and scales poorly on the small late-stage ones). The trainable
  * part, whose batch-norm statistics span the whole batch, runs on the whole
- * batch with each GEMM and loop split over the same threads (conv_par);
+ * batch with each GEMM and loop split over the same threads (kt_resnet_par);
  * the two phases never overlap. OpenBLAS itself stays single-threaded. */
 typedef struct {
     struct kt_resnet *r;
@@ -532,14 +532,11 @@ static kt_conv_shape shape_n(const unit *u, int n)
     return s;
 }
 
-static void conv_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
-                     int64_t count);
-
 /* A frozen unit's shape in lane L: a lone lane's convs use the whole pool. */
 static kt_conv_shape shape_lane(const lane *L, const unit *u, int n)
 {
     kt_conv_shape s = shape_n(u, n);
-    if (L->solo) s.par = conv_par, s.par_ctx = L->r;
+    if (L->solo) s.par = kt_resnet_par, s.par_ctx = L->r;
     return s;
 }
 
@@ -892,10 +889,10 @@ static void ew(kt_resnet *r, int op, float *y, const float *x, const float *mask
     par_for(r, ew_range, &j, n, 1 << 14);
 }
 
-static void conv_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
-                     int64_t count)
+void kt_resnet_par(void *r, void (*fn)(const void *, int64_t, int64_t), const void *arg,
+                   int64_t count)
 {
-    par_for(ctx, fn, arg, count, 1);
+    par_for(r, fn, arg, count, 1);
 }
 
 /* A trainable unit's conv shape for n images: its im2col, col2im and
@@ -903,7 +900,7 @@ static void conv_par(void *ctx, void (*fn)(const void *, int64_t, int64_t), cons
 static kt_conv_shape shape_par(kt_resnet *r, const unit *u, int n)
 {
     kt_conv_shape s = shape_n(u, n);
-    s.par = conv_par, s.par_ctx = r;
+    s.par = kt_resnet_par, s.par_ctx = r;
     return s;
 }
 

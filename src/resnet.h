@@ -63,6 +63,13 @@ const float *kt_resnet_activation(const kt_resnet *r, int p);
  * result) through the trainable part; accumulates into the params' grad. */
 void kt_resnet_backward(kt_resnet *r, const float *dout, int n);
 
+/* Runs fn(arg, lo, hi) over a split of [0, count) on r's threads and
+ * returns when every part is done (kt_conv_shape.par's contract; r is a
+ * kt_resnet *). For other modules' loops between a forward and a backward,
+ * e.g. the optimizer's update. */
+void kt_resnet_par(void *r, void (*fn)(const void *arg, int64_t lo, int64_t hi), const void *arg,
+                   int64_t count);
+
 /* Trainable parameters (points > freeze) and the buffers a checkpoint saves,
  * in network order under torchvision names: conv weights (and conv biases of
  * Keras models), BN weight/bias (no_decay); buffers are BN running_mean,

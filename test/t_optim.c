@@ -312,6 +312,86 @@ static void test_schedules(void)
     CHECK(kt_schedule_lr(&cs, 77) == a, "schedule is a pure function of the step");
 }
 
+/* A stand-in pool: three uneven parts, run last first. */
+static int pool_calls;
+static void pool3(void *ctx, void (*fn)(const void *, int64_t, int64_t), const void *arg,
+                  int64_t count)
+{
+    (void)ctx;
+    pool_calls++;
+    fn(arg, count / 2, count);
+    fn(arg, count / 3, count / 2);
+    fn(arg, 0, count / 3);
+}
+
+/* The update split over a pool gives the serial update's bits: parameters
+ * of sizes that straddle the pool's pieces, mixed decay and lr rules. */
+static void test_par(kt_optim_name kind)
+{
+    enum { NP = 4 };
+    const int64_t sizes[NP] = {5000, 3, 9001, 4096};
+    kt_param p[2][NP];
+    float *mem[2][NP][2];
+    kt_optim *o[2] = {NULL, NULL};
+    kt_optim_config c = {.kind = kind, .momentum = 0.9, .nesterov = kind == KT_OPTIM_SGD,
+                         .weight_decay = 1e-2, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8,
+                         .backbone_lr_mult = 0.3};
+    kt_err err;
+    for (int v = 0; v < 2; v++) {
+        kt_param *pp[NP];
+        for (int i = 0; i < NP; i++) {
+            memset(&p[v][i], 0, sizeof p[v][i]);
+            snprintf(p[v][i].name, sizeof p[v][i].name, "p%d", i);
+            mem[v][i][0] = malloc(sizeof(float) * (size_t)sizes[i]);
+            mem[v][i][1] = malloc(sizeof(float) * (size_t)sizes[i]);
+            p[v][i].data = mem[v][i][0], p[v][i].grad = mem[v][i][1];
+            p[v][i].numel = sizes[i], p[v][i].ndim = 1, p[v][i].shape[0] = sizes[i];
+            p[v][i].no_decay = i == 1, p[v][i].backbone = i >= 2;
+            for (int64_t k = 0; k < sizes[i]; k++)
+                p[v][i].data[k] = 0.01f * (float)((k * 13 + i) % 97) - 0.4f;
+            pp[i] = &p[v][i];
+        }
+        if (kt_optim_init(&o[v], &c, pp, NP, &err) != KT_OK)
+            CHECK(0, "pool test: init: %s", err.msg);
+    }
+    if (!o[0] || !o[1])
+        goto done;
+    kt_optim_set_par(o[1], pool3, NULL);
+    pool_calls = 0;
+    int same = 1, zeroed = 1;
+    for (int step = 0; step < 3; step++) {
+        for (int v = 0; v < 2; v++) {
+            for (int i = 0; i < NP; i++)
+                for (int64_t k = 0; k < sizes[i]; k++)
+                    p[v][i].grad[k] = 1.0f + (float)k; /* must be cleared */
+            kt_optim_zero_grad(o[v]);
+            for (int i = 0; i < NP; i++)
+                for (int64_t k = 0; k < sizes[i]; k++) {
+                    zeroed &= p[v][i].grad[k] == 0.0f;
+                    p[v][i].grad[k] = 0.3f * p[v][i].data[k] + 0.001f * (float)((k + step) % 17);
+                }
+            kt_optim_step(o[v], 0.05);
+        }
+        for (int i = 0; i < NP; i++)
+            same &= memcmp(p[0][i].data, p[1][i].data, sizeof(float) * (size_t)sizes[i]) == 0;
+        for (int k = 0; k < kt_optim_nstate(o[0]); k++) {
+            const kt_param *sp;
+            const float *a = kt_optim_state(o[0], k, NULL, &sp), *b = kt_optim_state(o[1], k, NULL, NULL);
+            same &= memcmp(a, b, sizeof(float) * (size_t)sp->numel) == 0;
+        }
+    }
+    CHECK(zeroed, "%s: kt_optim_zero_grad clears every grad, serial and on a pool",
+          kind == KT_OPTIM_SGD ? "sgd" : "adamw");
+    CHECK(same && pool_calls == 6, "%s: on a pool of uneven parts, parameters and state equal "
+          "the serial update's bit for bit (%d pool calls)", kind == KT_OPTIM_SGD ? "sgd" : "adamw",
+          pool_calls);
+done:
+    for (int v = 0; v < 2; v++) {
+        kt_optim_free(o[v]);
+        for (int i = 0; i < NP; i++) free(mem[v][i][0]), free(mem[v][i][1]);
+    }
+}
+
 int main(void)
 {
     test_sgd_by_hand();
@@ -328,5 +408,7 @@ int main(void)
     test_restore(KT_OPTIM_ADAMW);
     test_bad_config();
     test_schedules();
+    test_par(KT_OPTIM_SGD);
+    test_par(KT_OPTIM_ADAMW);
     TEST_EXIT();
 }
