@@ -3,6 +3,7 @@
 # kt against PyTorch on the same machine, side by side in one run.
 #
 #   sh bench/train_bench.sh [ROUNDS]     (after `make`; ~6 min per round)
+#   CUTS="full" sh bench/train_bench.sh 5   (only those cuts; ~3 min per round)
 #
 # Three cuts, as ../shared/bench/perf_torch.py has them:
 #   full     everything trainable (BN in train mode), Linear(2048, 2) head
@@ -68,7 +69,7 @@ job avgpool avgpool
 r=0
 while [ $r -lt "$ROUNDS" ]; do
     r=$((r + 1))
-    for cut in full layer3 avgpool; do
+    for cut in ${CUTS:-full layer3 avgpool}; do
         # shellcheck disable=SC2086
         env $ktenv /usr/bin/time -v $KT train --quiet --force --no-cache "$OUT/$cut.json" >/dev/null 2>"$OUT/kt-$cut.err" ||
             { echo "train_bench: kt train $cut failed:" >&2; tail -n 5 "$OUT/kt-$cut.err" >&2; exit 1; }
@@ -104,6 +105,8 @@ def med(cut, who, col):
 print("%-8s %8s %8s %12s %15s %9s %9s %11s %14s" % ("cut", "kt e2e", "kt step", "torch glibc",
       "torch jemalloc", "e2e/best", "step/best", "kt RSS MiB", "torch RSS MiB"))
 for cut in ("full", "layer3", "avgpool"):
+    if med(cut, "kt", 2) is None:
+        continue
     kt, ks = med(cut, "kt", 2), med(cut, "kt-step", 2)
     tg, tj = med(cut, "torch-glibc", 2), med(cut, "torch-jemalloc", 2)
     best = max(x for x in (tg, tj) if x is not None)
