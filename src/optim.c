@@ -165,10 +165,11 @@ static void adam_param(float *p, float *m, float *v, const float *g, int64_t n, 
 }
 
 /* The update and the grad zeroing run over all parameters' elements as one
- * flat range, in pieces of OPT_PIECE floats: ResNet-50's 25 M parameters
- * are ~100 MB of memory traffic per pass, which one thread alone took ~1% of
- * a full-training step for while the others waited. Every element is
- * updated by itself, so any split gives the same bits. */
+ * flat range, in pieces of OPT_PIECE floats, so a pool can share them out:
+ * ResNet-50's 25 M parameters are ~100 MB per pass, and on one thread the
+ * update alone was ~1% of a full-training step while the other threads
+ * waited. Every element is updated by itself, so any split gives the same
+ * bits. */
 #define OPT_PIECE 4096
 
 typedef struct {

@@ -65,8 +65,8 @@ void kt_resnet_backward(kt_resnet *r, const float *dout, int n);
 
 /* Runs fn(arg, lo, hi) over a split of [0, count) on r's threads and
  * returns when every part is done (kt_conv_shape.par's contract; r is a
- * kt_resnet *). For other modules' loops between a forward and a backward,
- * e.g. the optimizer's update. */
+ * kt_resnet *), for other modules' loops between the network's passes,
+ * such as the optimizer's update. */
 void kt_resnet_par(void *r, void (*fn)(const void *arg, int64_t lo, int64_t hi), const void *arg,
                    int64_t count);
 
